@@ -1,0 +1,1 @@
+"""stylenet: fast feed-forward neural style transfer."""

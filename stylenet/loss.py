@@ -1,0 +1,209 @@
+"""Perceptual losses from a frozen ImageNet VGG16 (Johnson et al. 2016; Gatys et al. 2016).
+
+Both losses are *relative* errors, so that they do not depend on the scale of the VGG activations
+(which differs by orders of magnitude between VGG16 weight files) nor on the layer:
+- style: for each style layer, ||G(output) - G(style)||^2 / ||G(style)||^2, with G the Gram matrix;
+  averaged over the layers. 1.0 means "as far from the style as a blank image".
+- content: ||phi(output) - phi(photo)||^2 / ||phi(photo)||^2 at the content layers, averaged.
+So a style weight of 10 with a content weight of 1 means "a 1% drop of style error is worth a 10%
+drop of content error", whichever weights file is used.
+"""
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylenet.errors import StylenetError
+
+VGG_WEIGHTS_ENV = "STYLENET_VGG_WEIGHTS"
+
+# torchvision's vgg16().features: 13 convolutions, each followed by a ReLU, in five blocks that end
+# with a max-pool. Name every ReLU the way the literature does (relu3_3 is the 3rd ReLU of block 3).
+_BLOCK_SIZES = (2, 2, 3, 3, 3)
+
+
+def _relu_indices() -> dict[str, int]:
+    indices, i = {}, 0
+    for block, n in enumerate(_BLOCK_SIZES, start=1):
+        for conv in range(1, n + 1):
+            indices[f"relu{block}_{conv}"] = i + 1  # conv at i, its ReLU at i + 1
+            i += 2
+        i += 1  # the max-pool
+    return indices
+
+
+VGG16_LAYERS = _relu_indices()
+
+# ImageNet statistics that both torchvision's and the shared VGG16 weights expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_vgg16_features(weights: str | None = None) -> nn.Sequential:
+    """VGG16 `features` with ImageNet weights: a local state-dict file if given, else torchvision's.
+
+    `weights` falls back to the STYLENET_VGG_WEIGHTS environment variable; with neither, torchvision
+    downloads (and caches) its IMAGENET1K_V1 weights.
+    """
+    import torchvision
+
+    path = weights or os.environ.get(VGG_WEIGHTS_ENV)
+    if not path:
+        try:
+            return torchvision.models.vgg16(weights="IMAGENET1K_V1").features
+        except Exception as e:  # no network, a broken cache, ...
+            raise StylenetError(
+                f"could not get torchvision's VGG16 weights ({e}); point loss.vgg_weights or "
+                f"{VGG_WEIGHTS_ENV} at a local vgg16().features state-dict file"
+            ) from e
+    source = f"{path} (from loss.vgg_weights or {VGG_WEIGHTS_ENV})"
+    if not Path(path).is_file():
+        raise StylenetError(f"VGG16 weights file not found: {source}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise StylenetError(f"cannot read VGG16 weights {source}: {e}") from e
+    features = torchvision.models.vgg16(weights=None).features
+    try:
+        features.load_state_dict(state)
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[-1].strip()
+        raise StylenetError(
+            f"not a torchvision vgg16().features state dict: {source}: {first_line}"
+        ) from e
+    return features
+
+
+def _freeze(module: nn.Module) -> None:
+    """Turn every parameter into a non-persistent buffer.
+
+    The VGG is a fixed function, not part of the model: as buffers its weights follow `.to(device)`
+    but never reach the optimizer, DDP's gradient sync or the checkpoints (58 MB each otherwise).
+    """
+    for sub in module.modules():
+        for name, param in list(sub.named_parameters(recurse=False)):
+            delattr(sub, name)
+            sub.register_buffer(name, param.detach(), persistent=False)
+
+
+class VGGFeatures(nn.Module):
+    """Frozen VGG16 that returns named ReLU activations and runs only as deep as asked."""
+
+    def __init__(self, layers: Sequence[str], weights: str | None = None):
+        super().__init__()
+        unknown = sorted(set(layers) - VGG16_LAYERS.keys())
+        if unknown:
+            raise StylenetError(f"unknown VGG16 layer(s) {unknown}; choose from {list(VGG16_LAYERS)}")
+        depth = max(VGG16_LAYERS[name] for name in layers) + 1
+        # Only convolutions, ReLUs and max-pools: train and eval mode compute the same thing.
+        self.features = load_vgg16_features(weights)[:depth]
+        _freeze(self.features)
+        for m in self.features.modules():
+            if isinstance(m, nn.ReLU):
+                m.inplace = False  # an activation we return must not be overwritten later
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Activations at `layers` for RGB images in [0, 1]; stops after the deepest one."""
+        wanted = {VGG16_LAYERS[name]: name for name in layers}
+        last = max(wanted)
+        x = (image - self.mean) / self.std
+        out = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in wanted:
+                out[wanted[i]] = x
+            if i == last:
+                break
+        return out
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrix (B, C, C) normalised by C*H*W, computed in fp32 even under autocast.
+
+    The normalisation makes it independent of image size; fp32 because bf16's 8-bit mantissa loses
+    the small differences between Grams that the style loss is made of.
+    """
+    b, c, h, w = features.shape
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        f = features.float().reshape(b, c, h * w)
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def relative_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||x - target||^2 / ||target||^2 over all but the batch dimension."""
+    dims = tuple(range(1, x.dim()))
+    target = target.expand_as(x)
+    return ((x.float() - target.float()) ** 2).sum(dims) / (target.float() ** 2).sum(dims).clamp_min(1e-12)
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between neighbouring pixels, in [0, 1] pixel units."""
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+class PerceptualLoss(nn.Module):
+    """Weighted sum of content, style and total-variation losses for one style image.
+
+    Call `set_style` once with the style image: its Gram matrices are computed then and kept.
+    """
+
+    def __init__(
+        self,
+        style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
+        content_layers: Sequence[str] = ("relu2_2",),
+        style_weight: float = 10.0,
+        content_weight: float = 1.0,
+        tv_weight: float = 0.0,
+        vgg_weights: str | None = None,
+    ):
+        super().__init__()
+        if not style_layers or not content_layers:
+            raise StylenetError("loss.style_layers and loss.content_layers must not be empty")
+        for key, value in (("style_weight", style_weight), ("content_weight", content_weight),
+                           ("tv_weight", tv_weight)):
+            if not value >= 0:  # also catches NaN
+                raise StylenetError(f"loss.{key} must be >= 0, got {value}")
+        self.style_layers = list(style_layers)
+        self.content_layers = list(content_layers)
+        self.style_weight = style_weight
+        self.content_weight = content_weight
+        self.tv_weight = tv_weight
+        self.vgg = VGGFeatures(self.style_layers + self.content_layers, vgg_weights)
+        self.style_grams: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def set_style(self, style: torch.Tensor) -> None:
+        """Compute the target Gram matrices once from a (1, 3, H, W) style image in [0, 1]."""
+        features = self.vgg(style, self.style_layers)
+        self.style_grams = {name: gram_matrix(f) for name, f in features.items()}
+
+    def _apply(self, fn, *args, **kwargs):  # keep the Grams on the module's device and dtype
+        self.style_grams = {k: fn(v) for k, v in self.style_grams.items()}
+        return super()._apply(fn, *args, **kwargs)
+
+    def forward(self, output: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms (batch means) for stylized `output` of photos `content`; `total` is weighted."""
+        if not self.style_grams:
+            raise RuntimeError("PerceptualLoss.set_style() must be called before computing the loss")
+        out_features = self.vgg(output, self.style_layers + self.content_layers)
+        with torch.no_grad():  # the photo's features are a target; they only need the content layers
+            content_features = self.vgg(content, self.content_layers)
+        style = torch.stack([
+            relative_error(gram_matrix(out_features[name]), self.style_grams[name]).mean()
+            for name in self.style_layers
+        ]).mean()
+        content_loss = torch.stack([
+            relative_error(out_features[name], content_features[name]).mean()
+            for name in self.content_layers
+        ]).mean()
+        tv = total_variation(output.float())
+        total = self.content_weight * content_loss + self.style_weight * style + self.tv_weight * tv
+        return {"content": content_loss, "style": style, "tv": tv, "total": total}

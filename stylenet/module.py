@@ -1,0 +1,62 @@
+"""The Lightning module: one feed-forward network trained against one style's perceptual loss."""
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from stylenet.data import load_style_image
+from stylenet.errors import StylenetError
+from stylenet.loss import PerceptualLoss
+
+
+class StyleTransferModule(pl.LightningModule):
+    """Trains `network` so that network(photo) has the photo's content and the style's Grams.
+
+    Only the network is trainable and checkpointed; the VGG inside `loss` is frozen and the style
+    Grams are recomputed from `style_image` when a fit starts. The checkpoint carries the whole run
+    config (hyper-parameter `config`) so that export and resume need nothing else.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        loss: PerceptualLoss,
+        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+        style_image: str,
+        style_size: int = 512,
+        config: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["network", "loss", "optimizer"])
+        self.network = network
+        self.loss = loss
+        self.optimizer_factory = optimizer
+
+    def forward(self, photos: torch.Tensor) -> torch.Tensor:
+        return self.network(photos)
+
+    def on_fit_start(self) -> None:
+        style = load_style_image(self.hparams.style_image, self.hparams.style_size)
+        self.loss.set_style(style.to(self.device))
+
+    def training_step(self, photos: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        losses = self.loss(self.network(photos), photos)
+        total = losses["total"]
+        if not torch.isfinite(total):
+            raise StylenetError(
+                f"loss became {total.item()} at step {self.global_step}: the learning rate or the "
+                "loss weights are too high (lower optimizer.lr or loss.style_weight), or bf16 "
+                "overflowed (try trainer.precision=32); checkpoints up to the last good step are kept"
+            )
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True)
+        return total
+
+    def validation_step(self, photos: torch.Tensor, batch_idx: int) -> None:
+        losses = self.loss(self.network(photos), photos)
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.network.parameters())
