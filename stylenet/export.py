@@ -1,0 +1,209 @@
+"""Checkpoint -> ONNX model for the torch-free runtime, checked against PyTorch before writing.
+
+The exported graph is the network followed by a clamp to [0, 1], so every consumer of the file
+(stylenet.runtime, a web service calling onnxruntime directly) gets valid pixels. Input "image"
+and output "stylized" are float32 NCHW RGB in [0, 1] with dynamic batch, height and width.
+"""
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from stylenet.errors import StylenetError
+from stylenet.images import write_atomically
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "stylized"
+CONVENTION = (
+    f"input '{INPUT_NAME}', output '{OUTPUT_NAME}': float32 NCHW RGB in [0, 1], "
+    "any batch, height and width; output clamped to [0, 1], same size as the input"
+)
+# (batch, height, width) compared before writing: odd sizes exercise the padding and cropping.
+PARITY_SIZES = ((1, 5, 7), (2, 33, 65), (1, 257, 191), (1, 256, 256))
+log = logging.getLogger(__name__)
+
+
+class Clamped(nn.Module):
+    """The network as exported: output clamped to valid pixels (training sees it unclamped)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image).clamp(0.0, 1.0)
+
+
+@dataclass
+class Checkpoint:
+    """What export needs from a training checkpoint."""
+
+    network: nn.Module
+    config: dict[str, Any]
+    steps: int
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Rebuild the trained network from a Lightning checkpoint; StylenetError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise StylenetError(f"checkpoint not found: {path}")
+    try:
+        # Lightning checkpoints hold plain Python objects besides tensors: not weights_only.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch.load raises pickle, zip and runtime errors alike
+        raise StylenetError(f"not a PyTorch checkpoint: {path} ({_first_line(e)})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise StylenetError(f"not a Lightning checkpoint (no state_dict): {path}")
+    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(config, dict) or "network" not in config:
+        raise StylenetError(f"checkpoint has no training config (hyper_parameters.config): {path}")
+    weights = {
+        key.removeprefix("network."): value
+        for key, value in ckpt["state_dict"].items()
+        if key.startswith("network.")
+    }
+    try:
+        network = instantiate(config["network"])
+        network.load_state_dict(weights)
+    except Exception as e:  # a config or weights that do not fit: say which, not a traceback
+        raise StylenetError(f"cannot rebuild the network from {path}: {_first_line(e)}") from None
+    return Checkpoint(network.eval(), config, int(ckpt.get("global_step", 0)))
+
+
+def to_onnx(network: nn.Module, opset: int) -> onnx.ModelProto:
+    """Export `Clamped(network)` with dynamic batch, height and width (torch.export based).
+
+    The example input has odd sizes and a batch of 2 so that no size is specialised; the legacy
+    TorchScript exporter cannot be used: it bakes the padding for the example size into the graph.
+    """
+    dims = {
+        axis: torch.export.Dim(name) for axis, name in ((0, "batch"), (2, "height"), (3, "width"))
+    }
+    program = torch.onnx.export(
+        Clamped(network).eval(),
+        (torch.rand(2, 3, 37, 53),),
+        dynamo=True,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes={"image": dims},
+        opset_version=opset,
+        verbose=False,
+    )
+    model = program.model_proto
+    # The exporter names output dims by formulas (Min(height, 4*(...))) that equal the input's.
+    output_dims = model.graph.output[0].type.tensor_type.shape.dim
+    for dim, name in zip(output_dims, ("batch", "", "height", "width"), strict=True):
+        if name:
+            dim.dim_param = name
+    return model
+
+
+def max_difference(
+    network: nn.Module, model: onnx.ModelProto, sizes: Sequence[tuple[int, int, int]]
+) -> float:
+    """Largest |PyTorch - onnxruntime| over random inputs of the given (batch, height, width)."""
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    clamped = Clamped(network).eval()
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for batch, height, width in sizes:
+        image = torch.rand(batch, 3, height, width, generator=generator)
+        with torch.no_grad():
+            expected = clamped(image).numpy()
+        (actual,) = session.run(None, {INPUT_NAME: image.numpy()})
+        if actual.shape != expected.shape:
+            raise StylenetError(f"exported model gives {actual.shape} for {expected.shape}")
+        worst = max(worst, float(np.abs(actual - expected).max()))
+    return worst
+
+
+def metadata(checkpoint: Checkpoint) -> dict[str, str]:
+    """The model's own record (ONNX metadata_props): what it is, its training, how to call it."""
+    style = checkpoint.config.get("style") or {}
+    image = style.get("image")
+    return {
+        "stylenet_version": _version(),
+        "style_name": str(style.get("name") or (Path(image).stem if image else "unknown")),
+        "style_image": Path(image).name if image else "unknown",
+        "style_image_sha256": _sha256(image),
+        "training_steps": str(checkpoint.steps),
+        "training_config": json.dumps(checkpoint.config, sort_keys=True, default=str),
+        "network": type(checkpoint.network).__name__,
+        "network_width": str(getattr(checkpoint.network, "width", "unknown")),
+        "network_num_res_blocks": str(getattr(checkpoint.network, "num_res_blocks", "unknown")),
+        "convention": CONVENTION,
+    }
+
+
+@dataclass
+class ExportReport:
+    """What `export_checkpoint` did, for the log line."""
+
+    output: Path
+    max_difference: float
+    metadata: dict[str, str]
+
+
+def export_checkpoint(
+    ckpt: str | Path,
+    output: str | Path,
+    overwrite: bool = False,
+    opset: int = 18,
+    tolerance: float = 1e-3,
+    sizes: Sequence[tuple[int, int, int]] = PARITY_SIZES,
+) -> ExportReport:
+    """Checkpoint -> ONNX file at `output`, written only if onnxruntime matches PyTorch.
+
+    `tolerance` bounds the max absolute difference on [0, 1] pixels (1e-3 is a quarter of an
+    8-bit level); `sizes` are the (batch, height, width) checked, odd ones included.
+    """
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise StylenetError(f"{output} exists (overwrite=true to replace it)")
+    checkpoint = load_checkpoint(ckpt)
+    model = to_onnx(checkpoint.network, opset)
+    props = metadata(checkpoint)
+    onnx.helper.set_model_props(model, props)
+    onnx.checker.check_model(model)
+    difference = max_difference(checkpoint.network, model, sizes)
+    if not difference <= tolerance:  # also refuses NaN
+        raise StylenetError(
+            f"onnxruntime differs from PyTorch by {difference:.2e} > tolerance {tolerance:.2e}: "
+            f"{output} not written"
+        )
+    data = model.SerializeToString()
+    write_atomically(output, lambda tmp: tmp.write_bytes(data), overwrite)
+    return ExportReport(output, difference, props)
+
+
+def _sha256(path: str | None) -> str:
+    """Checksum of the style image, "unknown" when the training machine's file is not here."""
+    if not path or not Path(path).is_file():
+        log.warning("style image %s not found: its checksum is recorded as unknown", path)
+        return "unknown"
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _version() -> str:
+    try:
+        return version("stylenet")
+    except PackageNotFoundError:  # run from a source tree that was never pip-installed
+        return "unknown"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,165 @@
+"""Stylize images with an exported model in onnxruntime: what users run, with no torch installed.
+
+The model convention (see stylenet/export.py): one input "image", float32 NCHW RGB in [0, 1] of
+any batch, height and width; one output "stylized" of the same shape, already clamped to [0, 1].
+"""
+
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from stylenet.errors import StylenetError
+from stylenet.images import to_image, to_pixels
+
+# Rec. 601 luma, the Y of JPEG's YCbCr.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class Stylizer:
+    """An exported stylenet model, loaded once into an onnxruntime session and reused.
+
+    `providers`: onnxruntime execution providers in order of preference; by default CUDA when
+    this onnxruntime build has it, else CPU. `threads`: intra-op threads (onnxruntime's default,
+    one per physical core, when None).
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ):
+        self.path = Path(model)
+        self.session = _open_session(self.path, providers, threads)
+        _check_convention(self.path, self.session)
+        self.input_name = self.session.get_inputs()[0].name
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.style: str = self.metadata.get("style_name") or self.path.stem
+
+    def stylize(
+        self, image: Image.Image | np.ndarray, strength: float = 1.0, preserve_color: bool = False
+    ) -> Image.Image | np.ndarray:
+        """Stylize one image of any size; returns the type it was given, at the same size.
+
+        PIL images of any mode are taken as the CLI takes files: EXIF orientation applied,
+        16-bit and CMYK scaled properly, ICC profiles converted to sRGB, alpha kept. Arrays must be
+        uint8 HxWx3 RGB. See `stylize_many` for `strength` and `preserve_color`.
+        """
+        return self.stylize_many([image], strength, preserve_color)[0]
+
+    def stylize_many(
+        self,
+        images: Sequence[Image.Image | np.ndarray],
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        batch_size: int = 4,
+    ) -> list[Image.Image | np.ndarray]:
+        """Stylize images in order, running same-size images together in batches of `batch_size`.
+
+        `strength` in [0, 1] blends the original (0) and the stylized image (1).
+        `preserve_color` keeps the photo's colours and takes only the luminance from the stylized
+        image (Gatys et al. 2016, "Preserving Color in Neural Artistic Style Transfer").
+        """
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        inputs = [_as_pixels(image) for image in images]
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for index, (rgb, _) in enumerate(inputs):
+            by_size.setdefault(rgb.shape, []).append(index)
+        results: list[Image.Image | np.ndarray] = [np.empty(0)] * len(inputs)
+        for indices in by_size.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                originals = np.stack([inputs[i][0] for i in chunk]).astype(np.float32) / 255
+                stylized = self.run(originals)
+                if preserve_color:
+                    stylized = transfer_luminance(originals, stylized)
+                if strength < 1:
+                    stylized = originals + strength * (stylized - originals)
+                pixels = (np.clip(stylized, 0, 1) * 255 + 0.5).astype(np.uint8)
+                for i, rgb in zip(chunk, pixels, strict=True):
+                    alpha = inputs[i][1]
+                    results[i] = rgb if isinstance(images[i], np.ndarray) else to_image(rgb, alpha)
+        return results
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The bare model: float NxHxWx3 RGB in [0, 1] -> stylized, same layout, in [0, 1]."""
+        nchw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+        (out,) = self.session.run(None, {self.input_name: nchw})
+        return out.transpose(0, 2, 3, 1)
+
+
+def transfer_luminance(originals: np.ndarray, stylized: np.ndarray) -> np.ndarray:
+    """The originals' chroma (Cb, Cr) with the stylized luminance (Y), in RGB.
+
+    YCbCr -> RGB adds Y with weight 1 to every channel, so swapping Y is adding the difference.
+    """
+    return originals + ((stylized - originals) @ _LUMA)[..., None]
+
+
+def _as_pixels(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(uint8 HxWx3 sRGB, alpha or None) from what `stylize` accepts."""
+    if isinstance(image, Image.Image):
+        pixels = to_pixels(image)
+        return pixels.rgb, pixels.alpha
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected a uint8 HxWx3 RGB array, got {image.dtype} {image.shape}")
+        return image, None
+    raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+
+
+def default_providers() -> list[str]:
+    """CUDA first when this onnxruntime build has it (onnxruntime-gpu), CPU always."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def _open_session(
+    path: Path, providers: Sequence[str] | None, threads: int | None
+) -> ort.InferenceSession:
+    """The onnxruntime session, or a one-line StylenetError saying why the file is not usable."""
+    if not path.is_file():
+        raise StylenetError(f"{path}: model file not found")
+    if path.stat().st_size == 0:
+        raise StylenetError(f"{path}: model file is empty")
+    if zipfile.is_zipfile(path):
+        raise StylenetError(
+            f"{path}: a PyTorch checkpoint, not an ONNX model; export it first: "
+            f"python export.py ckpt={path} output=MODEL.onnx"
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: no warnings on stderr for every session
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(
+            str(path), options, providers=list(providers or default_providers())
+        )
+    except Exception as e:  # onnxruntime raises several unrelated types for unreadable models
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = reason.split(" : ")[-1]  # "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : why"
+        raise StylenetError(
+            f"{path}: not a usable ONNX model (truncated, corrupt or another format?): {reason}"
+        ) from None
+
+
+def _check_convention(path: Path, session: ort.InferenceSession) -> None:
+    """Refuse ONNX models that are not one float NCHW RGB image in, one out."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+
+    def is_rgb_image(arg: ort.NodeArg) -> bool:
+        return arg.type == "tensor(float)" and len(arg.shape) == 4 and arg.shape[1] == 3
+
+    if len(inputs) != 1 or len(outputs) != 1 or not all(map(is_rgb_image, inputs + outputs)):
+        found = ", ".join(f"{a.name} {a.type} {a.shape}" for a in inputs)
+        raise StylenetError(
+            f"{path}: not a stylenet model: expected one float32 input of shape "
+            f"[batch, 3, height, width] and one such output, found inputs: {found}"
+        )
