@@ -1,0 +1,152 @@
+"""The `stylenet` command end to end: real photos, messy inputs, no overwrite, no torch."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from images_fixtures import AMBER, PHOTOS, exported_model, messy_inputs
+from PIL import Image
+
+from stylenet.cli import main
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return exported_model(tmp_path_factory.getbasetemp())
+
+
+def stylenet(*args: str | Path) -> tuple[int, str, str]:
+    """Run the CLI in this process: (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_real_photos_in_a_fresh_process_without_torch(model: Path, tmp_path: Path):
+    """As users run it; torch must not be imported (the runtime install has none)."""
+    check_torch = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules))\n"
+        "from stylenet.cli import main\n"
+        "main()\n"
+    )
+    photos = PHOTOS[:3]
+    out = tmp_path / "out"
+    args = ["stylize", *photos, AMBER, "--model", model, "-o", out, "--max-size", "400"]
+    result = subprocess.run(
+        [sys.executable, "-c", check_torch, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "torch imported: False" in result.stdout
+    assert "4 stylized, 0 skipped, 0 failed" in result.stdout
+    for photo in [*photos, AMBER]:
+        output = out / f"{photo.stem}_mosaic.jpg"
+        source = Image.open(photo).convert("RGB")
+        source.thumbnail((400, 400))
+        with Image.open(output) as image:
+            assert image.format == "JPEG" and image.size == source.size
+            assert np.abs(np.asarray(image, dtype=int) - np.asarray(source)).mean() > 5
+
+
+def test_messy_folder(model: Path, tmp_path: Path):
+    files = messy_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    code, stdout, stderr = stylenet("stylize", tmp_path / "in", "-m", model, "-o", out)
+    assert code == 1
+    failures = [line for line in stderr.splitlines() if line.startswith("failed: ")]
+    assert len(failures) == 4
+    for name, reason in [
+        ("empty", "empty file"),
+        ("truncated", "truncated or corrupt"),
+        ("text", "not an image"),
+        ("bomb", "decompression bomb"),
+    ]:
+        assert any(str(files[name]) in line and reason in line for line in failures), name
+    assert "Traceback" not in stderr
+    assert any(
+        f"note: {files['animated']}: 3 frames: used the first" in x for x in stderr.split("\n")
+    )
+    assert stdout.strip() == f"7 stylized, 0 skipped, 4 failed -> {out}"
+
+    def output(name: str) -> Image.Image:
+        return Image.open(out / f"{files[name].stem}_mosaic{files[name].suffix}")
+
+    assert output("rotated").size == (40, 60)  # EXIF orientation applied
+    assert output("rgba").mode == "RGBA" and output("rgba").size == (48, 32)
+    assert output("palette").convert("RGBA").getchannel("A").getextrema() == (0, 255)
+    assert output("tiny").size == (3, 2)
+    assert output("cmyk").mode == "RGB" and output("gray16").size == (64, 32)
+    assert output("animated").size == (24, 16)
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(model: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    code, _, _ = stylenet("stylize", PHOTOS[0], "-m", model, "-o", out)
+    target = out / f"{PHOTOS[0].stem}_mosaic.jpg"
+    first = target.read_bytes()
+    code, stdout, stderr = stylenet(
+        "stylize", PHOTOS[0], "-m", model, "-o", out, "--strength", "0.3"
+    )
+    assert code == 0 and "0 stylized, 1 skipped, 0 failed" in stdout
+    assert f"skipped: {PHOTOS[0]}: {target} exists" in stderr
+    assert target.read_bytes() == first
+    code, stdout, _ = stylenet(
+        "stylize", PHOTOS[0], "-m", model, "-o", out, "--strength", "0.3", "--overwrite"
+    )
+    assert code == 0 and "1 stylized" in stdout and target.read_bytes() != first
+    assert sorted(p.name for p in out.iterdir()) == [target.name]  # no temporary files left
+
+
+def test_folders_globs_format_and_options(model: Path, tmp_path: Path):
+    tree = tmp_path / "trip"
+    (tree / "day2").mkdir(parents=True)
+    for photo, folder in zip(PHOTOS[:3], [tree, tree, tree / "day2"], strict=True):
+        Image.open(photo).crop((0, 0, 64, 48)).save(folder / photo.name)
+    out = tmp_path / "out"
+    code, stdout, _ = stylenet("stylize", tree, "-m", model, "-o", out, "--format", "png")
+    assert code == 0 and "2 stylized" in stdout  # subfolders only with --recursive
+    code, stdout, _ = stylenet(
+        "stylize", tree, "-m", model, "-o", out, "--recursive", "--format", "png"
+    )
+    assert "1 stylized, 2 skipped" in stdout
+    assert (out / "day2" / f"{PHOTOS[2].stem}_mosaic.png").is_file()  # tree mirrored
+
+    code, stdout, _ = stylenet(
+        "stylize", str(tree / "*.jpg"), "-m", model, "-o", tmp_path / "glob", "--preserve-color"
+    )
+    assert code == 0 and "2 stylized" in stdout
+    plain = Image.open(out / f"{PHOTOS[0].stem}_mosaic.png").convert("YCbCr")
+    kept = Image.open(tmp_path / "glob" / f"{PHOTOS[0].stem}_mosaic.jpg").convert("YCbCr")
+    source = Image.open(tree / PHOTOS[0].name).convert("YCbCr")
+    chroma_error = [
+        np.abs(np.asarray(i, float)[..., 1:] - np.asarray(source, float)[..., 1:]).mean()
+        for i in (plain, kept)
+    ]
+    assert chroma_error[1] < chroma_error[0] / 2
+
+    code, stdout, stderr = stylenet("stylize", str(tree / "*.png"), "-m", model, "-o", out)
+    assert code == 1 and "no file matches" in stderr
+    code, _, stderr = stylenet("stylize", tree, "-m", model, "-o", out, "--format", "xyz")
+    assert code == 2 and "cannot write 'xyz' files" in stderr
+
+
+def test_bad_model_is_one_line(tmp_path: Path):
+    code, _, stderr = stylenet("stylize", PHOTOS[0], "-m", tmp_path / "nope.onnx", "-o", tmp_path)
+    assert code == 1 and stderr.strip() == f"Error: {tmp_path / 'nope.onnx'}: model file not found"
+
+
+def test_info(model: Path):
+    code, stdout, _ = stylenet("info", model)
+    assert code == 0
+    assert f"model: {model} (0.2 MB" in stdout
+    assert "input: image tensor(float) [batch, 3, height, width]" in stdout
+    assert "output: stylized tensor(float) [batch, 3, height, width]" in stdout
+    assert "style_name: mosaic" in stdout and "training_steps: 1234" in stdout
+    assert '"num_res_blocks": 1' in stdout

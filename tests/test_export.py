@@ -1,0 +1,150 @@
+"""Checkpoint -> ONNX: parity with PyTorch at odd sizes, metadata, refusals, one-line errors."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from images_fixtures import PHOTOS, ROOT, exported_model, make_checkpoint, run_export
+from PIL import Image
+
+from stylenet import export
+from stylenet.errors import StylenetError
+from stylenet.network import TransformerNet
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return exported_model(tmp_path_factory.getbasetemp())
+
+
+def checkpoint_network(ckpt: Path) -> TransformerNet:
+    """The network rebuilt by hand from the checkpoint, independently of stylenet.export."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    network = TransformerNet(width=8, num_res_blocks=1)
+    network.load_state_dict({k.removeprefix("network."): v for k, v in state.items()})
+    return network.eval()
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7), (2, 33, 65), (1, 257, 191), (1, 1, 1), (3, 64, 48)])
+def test_exported_model_matches_checkpoint_network(model: Path, shape: tuple[int, int, int]):
+    network = checkpoint_network(model.with_name("small.ckpt"))
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    image = torch.rand(shape[0], 3, *shape[1:], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = network(image).clamp(0, 1).numpy()
+    (actual,) = session.run(None, {"image": image.numpy()})
+    assert actual.shape == expected.shape
+    assert np.abs(actual - expected).max() < 1e-4
+
+
+def test_real_photo_parity(model: Path):
+    network = checkpoint_network(model.with_name("small.ckpt"))
+    photo = np.asarray(Image.open(PHOTOS[1]).convert("RGB"), dtype=np.float32) / 255
+    image = torch.from_numpy(photo).permute(2, 0, 1)[None].contiguous()  # 321 x 481: odd
+    with torch.no_grad():
+        expected = network(image).clamp(0, 1).numpy()
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"image": image.numpy()})
+    assert np.abs(actual - expected).max() < 1e-4
+
+
+def test_graph_is_dynamic_and_named(model: Path):
+    graph = onnx.load(model).graph
+    for value, name in ((graph.input[0], "image"), (graph.output[0], "stylized")):
+        dims = value.type.tensor_type.shape.dim
+        assert value.name == name
+        assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]
+
+
+def test_metadata(model: Path):
+    meta = {p.key: p.value for p in onnx.load(model).metadata_props}
+    assert meta["style_name"] == "mosaic"
+    config = json.loads(meta["training_config"])
+    style_image = Path(config["style"]["image"])
+    assert meta["style_image_sha256"] == hashlib.sha256(style_image.read_bytes()).hexdigest()
+    assert meta["training_steps"] == "1234"
+    assert config["network"] == {
+        "_target_": "stylenet.network.TransformerNet",
+        "width": 8,
+        "num_res_blocks": 1,
+    }
+    assert (meta["network_width"], meta["network_num_res_blocks"]) == ("8", "1")
+    assert "float32 NCHW RGB in [0, 1]" in meta["convention"]
+    assert meta["stylenet_version"][0].isdigit()
+
+
+def test_refuses_to_write_when_onnxruntime_differs(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "to_onnx", lambda network, opset: onnx.load(model))
+    monkeypatch.setattr(export, "max_difference", lambda *args: 0.02)
+    ckpt = make_checkpoint(tmp_path / "c.ckpt")
+    with pytest.raises(StylenetError, match=r"differs from PyTorch by 2\.00e-02"):
+        export.export_checkpoint(ckpt, tmp_path / "out.onnx", tolerance=1e-3)
+    assert list(tmp_path.iterdir()) == [tmp_path / "c.ckpt"]
+
+
+def test_never_overwrites_without_overwrite(tmp_path):
+    existing = tmp_path / "mosaic.onnx"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(StylenetError, match="exists"):
+        export.export_checkpoint(tmp_path / "missing.ckpt", existing)
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path):
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"weights": torch.zeros(1)}, plain)
+    no_config = tmp_path / "no_config.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, no_config)
+    wrong = make_checkpoint(tmp_path / "wrong.ckpt")
+    state = torch.load(wrong, weights_only=False)
+    state["hyper_parameters"]["config"]["network"]["width"] = 16
+    torch.save(state, wrong)
+    cases = {
+        tmp_path / "missing.ckpt": "checkpoint not found",
+        text: "not a PyTorch checkpoint",
+        plain: "not a Lightning checkpoint",
+        no_config: "no training config",
+        wrong: "cannot rebuild the network",
+    }
+    for path, message in cases.items():
+        with pytest.raises(StylenetError, match=message) as error:
+            export.load_checkpoint(path)
+        assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_entry_point_errors_are_one_line(tmp_path):
+    """export.py as users run it: a bad checkpoint or an existing output is one line, exit 1."""
+    existing = tmp_path / "taken.onnx"
+    existing.write_bytes(b"keep me")
+    for args in (
+        [f"ckpt={tmp_path / 'missing.ckpt'}", f"output={tmp_path / 'x.onnx'}"],
+        [f"ckpt={tmp_path / 'missing.ckpt'}", f"output={existing}"],
+    ):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "export.py"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 1
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert existing.read_bytes() == b"keep me"
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_overwrite_true_replaces(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "to_onnx", lambda network, opset: onnx.load(model))
+    output = tmp_path / "mosaic.onnx"
+    output.write_bytes(b"old")
+    run_export(f"ckpt={model.with_name('small.ckpt')}", f"output={output}", "overwrite=true")
+    assert onnx.load(output).graph.input[0].name == "image"
+    assert [p.name for p in tmp_path.iterdir()] == ["mosaic.onnx"]  # no temporary file left

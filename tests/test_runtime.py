@@ -1,0 +1,218 @@
+"""The torch-free runtime: Stylizer API, model checks, and turning messy files into pixels."""
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from images_fixtures import (
+    AMBER,
+    PHOTOS,
+    exported_model,
+    gray16_ramp,
+    linear_rgb_icc,
+    messy_inputs,
+)
+from PIL import Image
+
+from stylenet import runtime
+from stylenet.errors import StylenetError
+from stylenet.images import Pixels, load_image, save_image, to_pixels
+from stylenet.runtime import Stylizer
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return exported_model(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def stylizer(model: Path) -> Stylizer:
+    return Stylizer(model, threads=1)
+
+
+def test_pil_in_pil_out_numpy_in_numpy_out(stylizer: Stylizer):
+    photo = Image.open(PHOTOS[0])
+    out = stylizer.stylize(photo)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == photo.size
+    array = np.asarray(photo.convert("RGB"))
+    out_array = stylizer.stylize(array)
+    assert out_array.dtype == np.uint8 and out_array.shape == array.shape
+    assert np.array_equal(out_array, np.asarray(out))
+    assert np.abs(out_array.astype(int) - array).mean() > 5  # it did something
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 7), (33, 65)])
+def test_any_size_comes_back_at_its_size(stylizer: Stylizer, size: tuple[int, int]):
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    assert stylizer.stylize(image).shape == (*size, 3)
+
+
+def test_batches_group_same_sizes_and_keep_order(stylizer: Stylizer, monkeypatch):
+    rng = np.random.default_rng(0)
+    images = [
+        rng.integers(0, 256, shape, dtype=np.uint8)
+        for shape in [(20, 30, 3), (16, 16, 3), (20, 30, 3), (20, 30, 3)]
+    ]
+    single = [stylizer.stylize(image) for image in images]
+    batches = []
+    run = stylizer.run
+    monkeypatch.setattr(stylizer, "run", lambda batch: batches.append(batch.shape) or run(batch))
+    many = stylizer.stylize_many(images, batch_size=2)
+    assert sorted(batches) == [(1, 16, 16, 3), (1, 20, 30, 3), (2, 20, 30, 3)]
+    for one, batched in zip(single, many, strict=True):
+        assert np.abs(one.astype(int) - batched).max() <= 1
+
+
+def test_session_created_once(model: Path, monkeypatch):
+    created = []
+    session_class = ort.InferenceSession
+    monkeypatch.setattr(
+        runtime.ort, "InferenceSession", lambda *a, **k: created.append(1) or session_class(*a, **k)
+    )
+    stylizer = Stylizer(model)
+    for _ in range(3):
+        stylizer.stylize(np.zeros((8, 8, 3), np.uint8))
+    assert len(created) == 1
+
+
+def test_strength_blends_with_the_original(stylizer: Stylizer):
+    photo = np.asarray(Image.open(PHOTOS[0]).convert("RGB"))
+    full = stylizer.stylize(photo).astype(float)
+    assert np.array_equal(stylizer.stylize(photo, strength=0.0), photo)
+    half = stylizer.stylize(photo, strength=0.5).astype(float)
+    assert np.abs(half - (photo + full) / 2).max() <= 1
+    with pytest.raises(ValueError, match="strength"):
+        stylizer.stylize(photo, strength=1.5)
+
+
+def test_preserve_color_keeps_chroma_takes_luminance(stylizer: Stylizer):
+    photo = Image.open(PHOTOS[0]).convert("RGB")
+    stylized = stylizer.stylize(photo)
+    kept = stylizer.stylize(photo, preserve_color=True)
+    ycc = [np.asarray(image.convert("YCbCr"), dtype=float) for image in (photo, stylized, kept)]
+    unclipped = (np.asarray(kept) > 2).all(-1) & (np.asarray(kept) < 253).all(-1)
+    assert unclipped.mean() > 0.5
+    assert np.abs(ycc[2][..., 1:] - ycc[0][..., 1:])[unclipped].mean() < 1.5  # chroma: the photo
+    assert np.abs(ycc[2][..., 0] - ycc[1][..., 0])[unclipped].mean() < 1.5  # luma: stylized
+    assert np.abs(ycc[1][..., 1:] - ycc[0][..., 1:]).mean() > 3  # plain stylizing does change it
+
+
+def test_alpha_is_kept(stylizer: Stylizer):
+    rgba = Image.open(PHOTOS[0]).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    out = stylizer.stylize(rgba)
+    assert out.mode == "RGBA" and out.size == rgba.size
+    assert np.array_equal(np.asarray(out.getchannel("A")), np.asarray(rgba.getchannel("A")))
+
+
+def test_providers(model: Path, monkeypatch):
+    assert Stylizer(model, providers=["CPUExecutionProvider"]).session.get_providers() == [
+        "CPUExecutionProvider"
+    ]
+    stylizer = Stylizer(model, threads=2)
+    assert stylizer.session.get_session_options().intra_op_num_threads == 2
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: available)
+    assert runtime.default_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: available[2:])
+    assert runtime.default_providers() == ["CPUExecutionProvider"]
+
+
+def not_a_stylenet_model(path: Path) -> Path:
+    """A valid ONNX model with the wrong interface: a 1-D float vector in and out."""
+    vector = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n"])
+    output = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n"])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])], "relu", [vector], [output]
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    onnx.save(model, path)
+    return path
+
+
+def test_unusable_models_are_one_line_errors(model: Path, tmp_path: Path):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    text = tmp_path / "notes.onnx"
+    text.write_text("an ONNX model, honest\n")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    ckpt = tmp_path / "last.ckpt"
+    with zipfile.ZipFile(ckpt, "w") as archive:
+        archive.writestr("archive/data.pkl", b"")
+    cases = {
+        tmp_path / "missing.onnx": "not found",
+        empty: "empty",
+        text: "not a usable ONNX model",
+        truncated: "not a usable ONNX model",
+        ckpt: "PyTorch checkpoint, not an ONNX model",
+        not_a_stylenet_model(tmp_path / "relu.onnx"): "not a stylenet model",
+    }
+    for path, message in cases.items():
+        with pytest.raises(StylenetError, match=message) as error:
+            Stylizer(path)
+        assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+
+
+def test_messy_files_become_clean_pixels_or_one_line_errors(tmp_path: Path):
+    files = messy_inputs(tmp_path)
+    refused = {
+        "empty": "empty file",
+        "truncated": "truncated or corrupt",
+        "text": "not an image",
+        "bomb": "decompression bomb",
+    }
+    for name, message in refused.items():
+        with pytest.raises(StylenetError, match=message):
+            load_image(files[name])
+
+    def load(name: str) -> Pixels:
+        pixels = load_image(files[name])
+        assert pixels.rgb.dtype == np.uint8 and pixels.rgb.shape[2] == 3
+        return pixels
+
+    assert np.array_equal(load("cmyk").rgb[0, 0], [255, 0, 0])
+    expected = (gray16_ramp().astype(float) / 257).round()
+    assert np.abs(load("gray16").rgb[..., 0] - expected).max() <= 1  # not clipped to white
+    assert load("rotated").rgb.shape == (60, 40, 3)  # stored 60x40, EXIF says rotate 90 degrees
+    animated = load("animated")
+    assert np.array_equal(animated.rgb[0, 0], [0, 0, 255]) and "3 frames" in animated.notes[0]
+    rgba = load("rgba")
+    assert np.array_equal(rgba.alpha, np.asarray(Image.open(files["rgba"]).getchannel("A")))
+    palette = load("palette")
+    assert palette.alpha[0, 0] == 0 and palette.alpha[10, 10] == 255
+    assert np.array_equal(palette.rgb[10, 10], [200, 30, 30])
+    assert load("tiny").rgb.shape == (2, 3, 3)
+
+
+def test_icc_tagged_images_come_out_in_srgb(tmp_path: Path):
+    path = tmp_path / "linear.png"
+    Image.new("RGB", (4, 4), (128, 128, 128)).save(path, icc_profile=linear_rgb_icc())
+    pixels = load_image(path)
+    assert np.abs(pixels.rgb.astype(int) - 188).max() <= 2 and not pixels.notes
+    image = Image.new("RGB", (4, 4), (128, 128, 128))
+    image.info["icc_profile"] = b"garbage"
+    broken = to_pixels(image)
+    assert np.array_equal(broken.rgb, np.asarray(image)) and "ICC" in broken.notes[0]
+
+
+def test_max_size_bounds_the_longer_side():
+    pixels = load_image(AMBER, max_size=300)  # 1080 x 1080 JPEG, decoded in draft mode
+    assert pixels.rgb.shape == (300, 300, 3)
+    assert load_image(PHOTOS[0], max_size=2000).rgb.shape[:2] in ((321, 481), (481, 321))
+
+
+def test_save_is_atomic_and_never_clobbers(tmp_path: Path):
+    target = tmp_path / "out" / "photo_mosaic.jpg"
+    save_image(Image.new("RGBA", (8, 8), "red"), target)  # JPEG: alpha dropped, not an error
+    assert Image.open(target).mode == "RGB"
+    before = target.read_bytes()
+    with pytest.raises(StylenetError, match="exists"):
+        save_image(Image.new("RGB", (8, 8), "blue"), target)
+    assert target.read_bytes() == before
+    save_image(Image.new("RGB", (8, 8), "blue"), target, overwrite=True)
+    assert target.read_bytes() != before
+    assert [p.name for p in target.parent.iterdir()] == ["photo_mosaic.jpg"]
