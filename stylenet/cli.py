@@ -160,7 +160,8 @@ def find_inputs(
     """(file, folder its output mirrors) for each argument; folders and globs expanded.
 
     Files found in folders keep their subfolder below -o, so that a/x.jpg and b/x.jpg do not
-    collide; files already under -o are left out (a rerun does not stylize its own outputs).
+    collide. When -o is a subfolder of a scanned folder, its files are left out: a rerun does not
+    stylize its own outputs.
     """
     readable = {ext for ext, name in Image.registered_extensions().items() if name in Image.OPEN}
     output_root = output_dir.resolve()
@@ -169,12 +170,14 @@ def find_inputs(
         path = Path(arg)
         if path.is_dir():
             files = sorted(path.rglob("*") if recursive else path.iterdir())
+            folder = path.resolve()
+            own_outputs = output_root != folder and output_root.is_relative_to(folder)
             images = [
                 f
                 for f in files
                 if f.is_file()
                 and f.suffix.lower() in readable
-                and not f.resolve().is_relative_to(output_root)
+                and not (own_outputs and f.resolve().is_relative_to(output_root))
             ]
             if not images:
                 hint = "" if recursive else " (--recursive for subfolders)"

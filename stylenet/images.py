@@ -63,7 +63,9 @@ def load_image(path: str | Path, max_size: int | None = None) -> Pixels:
         raise StylenetError(f"refused as a possible decompression bomb ({e})") from None
     except UnidentifiedImageError:
         raise StylenetError("not an image, or a format Pillow cannot read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except MemoryError:
+        raise StylenetError("too large to decode in the available memory") from None
+    except Exception as e:  # decoder plugins raise OSError, SyntaxError, struct.error, ...
         raise StylenetError(f"truncated or corrupt image ({e})") from None
     if frames > 1:
         pixels.notes.append(f"{frames} frames: used the first")

@@ -53,10 +53,12 @@ def run_export(*overrides: str) -> None:
     import importlib.util
 
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     spec = importlib.util.spec_from_file_location("export_entry", ROOT / "export.py")
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)
+    GlobalHydra.instance().clear()  # another test may have left its Hydra initialised
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         entry.main(compose("export", overrides=list(overrides)))
 
