@@ -134,6 +134,13 @@ def _open_session(
             f"{path}: a PyTorch checkpoint, not an ONNX model; export it first: "
             f"python export.py ckpt={path} output=MODEL.onnx"
         )
+    available = ort.get_available_providers()
+    missing = [p for p in providers or () if p not in available]
+    if missing:  # onnxruntime would only warn and fall back to the CPU
+        raise StylenetError(
+            f"execution provider(s) {', '.join(missing)} not in this onnxruntime build "
+            f"(available: {', '.join(available)})"
+        )
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no warnings on stderr for every session
     if threads is not None:

@@ -112,6 +112,8 @@ def test_providers(model: Path, monkeypatch):
     assert Stylizer(model, providers=["CPUExecutionProvider"]).session.get_providers() == [
         "CPUExecutionProvider"
     ]
+    with pytest.raises(StylenetError, match="Bogus not in this onnxruntime build"):
+        Stylizer(model, providers=["Bogus", "CPUExecutionProvider"])
     stylizer = Stylizer(model, threads=2)
     assert stylizer.session.get_session_options().intra_op_num_threads == 2
     available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
