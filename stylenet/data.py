@@ -20,7 +20,9 @@ MIN_IMAGE_SIZE = 32  # below this VGG's four poolings leave (almost) nothing to 
 
 def find_images(root: str | Path) -> list[Path]:
     """All image files below `root`, recursively, in a stable order; extensions in any case."""
-    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(
+        p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
 
 
 def load_image(path: str | Path, size: int | None = None) -> Image.Image:
@@ -131,10 +133,12 @@ class PhotoDataModule(pl.LightningDataModule):
             n_val = max(1, round(self.val_fraction * len(train))) if len(train) > 1 else 0
             val, train = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
             if not val:
-                raise StylenetError(f"data.root {self.root} needs at least 2 images or a data.val_root")
+                raise StylenetError(
+                    f"data.root {self.root} needs at least 2 images or a data.val_root"
+                )
         if len(train) < self.batch_size:
             raise StylenetError(
-                f"data.root {self.root} has {len(train)} training images, fewer than data.batch_size"
+                f"data.root {self.root} has {len(train)} training images, < data.batch_size"
             )
         self.train_set = PhotoDataset(train, self.image_size, train=True)
         self.val_set = PhotoDataset(val, self.image_size, train=False)
@@ -145,7 +149,9 @@ class PhotoDataModule(pl.LightningDataModule):
             raise StylenetError(f"{key} folder not found: {folder}")
         files = find_images(folder)
         if not files:
-            raise StylenetError(f"{key} {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise StylenetError(
+                f"{key} {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
         return files
 
     def _loader(self, dataset: PhotoDataset, shuffle: bool) -> DataLoader:

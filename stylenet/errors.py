@@ -2,4 +2,4 @@
 
 
 class StylenetError(Exception):
-    """Bad input from the user (a config value, a file, a folder): the message says what and where."""
+    """Bad input (a config value, a file, a folder): the message says what and where."""

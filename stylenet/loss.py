@@ -5,7 +5,7 @@ Both losses are *relative* errors, so that they do not depend on the scale of th
 - style: for each style layer, ||G(output) - G(style)||^2 / ||G(style)||^2, with G the Gram matrix;
   averaged over the layers. 1.0 means "as far from the style as a blank image".
 - content: ||phi(output) - phi(photo)||^2 / ||phi(photo)||^2 at the content layers, averaged.
-So a style weight of 10 with a content weight of 1 means "a 1% drop of style error is worth a 10%
+So a style weight of 3 with a content weight of 1 means "a 1% drop of style error is worth a 3%
 drop of content error", whichever weights file is used.
 """
 
@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stylenet.errors import StylenetError
@@ -66,10 +65,14 @@ def load_vgg16_features(weights: str | None = None) -> nn.Sequential:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise StylenetError(f"cannot read VGG16 weights {source}: {e}") from e
-    features = torchvision.models.vgg16(weights=None).features
+        raise StylenetError(
+            f"cannot read VGG16 weights {source}: not a PyTorch weights file ({type(e).__name__})"
+        ) from e
+    # Built on the meta device and filled by the file: no random init of 138M parameters first.
+    with torch.device("meta"):
+        features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
     try:
-        features.load_state_dict(state)
+        features.load_state_dict(state, assign=True)
     except Exception as e:
         first_line = str(e).strip().splitlines()[-1].strip()
         raise StylenetError(
@@ -97,7 +100,9 @@ class VGGFeatures(nn.Module):
         super().__init__()
         unknown = sorted(set(layers) - VGG16_LAYERS.keys())
         if unknown:
-            raise StylenetError(f"unknown VGG16 layer(s) {unknown}; choose from {list(VGG16_LAYERS)}")
+            raise StylenetError(
+                f"unknown VGG16 layer(s) {unknown}; choose from {list(VGG16_LAYERS)}"
+            )
         depth = max(VGG16_LAYERS[name] for name in layers) + 1
         # Only convolutions, ReLUs and max-pools: train and eval mode compute the same thing.
         self.features = load_vgg16_features(weights)[:depth]
@@ -139,7 +144,9 @@ def relative_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample ||x - target||^2 / ||target||^2 over all but the batch dimension."""
     dims = tuple(range(1, x.dim()))
     target = target.expand_as(x)
-    return ((x.float() - target.float()) ** 2).sum(dims) / (target.float() ** 2).sum(dims).clamp_min(1e-12)
+    return ((x.float() - target.float()) ** 2).sum(dims) / (target.float() ** 2).sum(
+        dims
+    ).clamp_min(1e-12)
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:
@@ -159,7 +166,7 @@ class PerceptualLoss(nn.Module):
         self,
         style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
         content_layers: Sequence[str] = ("relu2_2",),
-        style_weight: float = 10.0,
+        style_weight: float = 3.0,
         content_weight: float = 1.0,
         tv_weight: float = 0.0,
         vgg_weights: str | None = None,
@@ -167,8 +174,11 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         if not style_layers or not content_layers:
             raise StylenetError("loss.style_layers and loss.content_layers must not be empty")
-        for key, value in (("style_weight", style_weight), ("content_weight", content_weight),
-                           ("tv_weight", tv_weight)):
+        for key, value in (
+            ("style_weight", style_weight),
+            ("content_weight", content_weight),
+            ("tv_weight", tv_weight),
+        ):
             if not value >= 0:  # also catches NaN
                 raise StylenetError(f"loss.{key} must be >= 0, got {value}")
         self.style_layers = list(style_layers)
@@ -190,20 +200,28 @@ class PerceptualLoss(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def forward(self, output: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Loss terms (batch means) for stylized `output` of photos `content`; `total` is weighted."""
+        """Loss terms (batch means) for `output`, the stylized `content`; `total` is weighted."""
         if not self.style_grams:
-            raise RuntimeError("PerceptualLoss.set_style() must be called before computing the loss")
+            raise RuntimeError(
+                "PerceptualLoss.set_style() must be called before computing the loss"
+            )
         out_features = self.vgg(output, self.style_layers + self.content_layers)
-        with torch.no_grad():  # the photo's features are a target; they only need the content layers
+        with (
+            torch.no_grad()
+        ):  # the photo's features are a target; they only need the content layers
             content_features = self.vgg(content, self.content_layers)
-        style = torch.stack([
-            relative_error(gram_matrix(out_features[name]), self.style_grams[name]).mean()
-            for name in self.style_layers
-        ]).mean()
-        content_loss = torch.stack([
-            relative_error(out_features[name], content_features[name]).mean()
-            for name in self.content_layers
-        ]).mean()
+        style = torch.stack(
+            [
+                relative_error(gram_matrix(out_features[name]), self.style_grams[name]).mean()
+                for name in self.style_layers
+            ]
+        ).mean()
+        content_loss = torch.stack(
+            [
+                relative_error(out_features[name], content_features[name]).mean()
+                for name in self.content_layers
+            ]
+        ).mean()
         tv = total_variation(output.float())
         total = self.content_weight * content_loss + self.style_weight * style + self.tv_weight * tv
         return {"content": content_loss, "style": style, "tv": tv, "total": total}

@@ -1,5 +1,6 @@
 """The Lightning module: one feed-forward network trained against one style's perceptual loss."""
 
+import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -49,7 +50,7 @@ class StyleTransferModule(pl.LightningModule):
             raise StylenetError(
                 f"loss became {total.item()} at step {self.global_step}: the learning rate or the "
                 "loss weights are too high (lower optimizer.lr or loss.style_weight), or bf16 "
-                "overflowed (try trainer.precision=32); checkpoints up to the last good step are kept"
+                "overflowed (try trainer.precision=32-true); checkpoints of the good steps are kept"
             )
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True)
         return total
@@ -57,6 +58,16 @@ class StyleTransferModule(pl.LightningModule):
     def validation_step(self, photos: torch.Tensor, batch_idx: int) -> None:
         losses = self.loss(self.network(photos), photos)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning does not keep the random state, yet the photo order (torch) and the crops
+        # (random) of the epochs after a resume depend on it.
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_states"]["torch"])
+            random.setstate(checkpoint["rng_states"]["python"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.network.parameters())

@@ -69,7 +69,7 @@ class UpsampleConv(nn.Sequential):
 
 
 class TransformerNet(nn.Module):
-    """Encoder (9x9 conv, two stride-2 convs), residual blocks, decoder (two x2 upsamplings, 9x9 conv).
+    """Encoder (9x9 conv, two stride-2 convs), residual blocks, decoder (two x2 upsamples, 9x9).
 
     `width` is the channel count of the first layer (32 in the paper); the encoder doubles it twice.
     Any input size works: the input is padded to a multiple of 4 (and at least `MIN_SIDE`) by edge
@@ -80,7 +80,9 @@ class TransformerNet(nn.Module):
     def __init__(self, width: int = 32, num_res_blocks: int = 5):
         super().__init__()
         if width < 1 or num_res_blocks < 0:
-            raise ValueError(f"width must be >= 1 and num_res_blocks >= 0, got {width}, {num_res_blocks}")
+            raise ValueError(
+                f"width must be >= 1 and num_res_blocks >= 0, got {width}, {num_res_blocks}"
+            )
         self.width = width
         self.num_res_blocks = num_res_blocks
         w1, w2, w3 = width, 2 * width, 4 * width

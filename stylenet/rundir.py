@@ -27,7 +27,11 @@ class RefuseExistingRunDir(Callback):
     @staticmethod
     def _check(folder: str, key: str) -> None:
         env = os.environ
-        if "WORLD_SIZE" in env or int(env.get("LOCAL_RANK", 0)) > 0 or int(env.get("SLURM_PROCID", 0)) > 0:
+        if (
+            "WORLD_SIZE" in env
+            or int(env.get("LOCAL_RANK", 0)) > 0
+            or int(env.get("SLURM_PROCID", 0)) > 0
+        ):
             return
         path = Path(folder)
         if path.is_dir() and any(path.iterdir()):

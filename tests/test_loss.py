@@ -1,0 +1,178 @@
+"""The perceptual loss against an independent computation with the genuine VGG16 weights."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from conftest import PHOTOS, STYLES, VGG_WEIGHTS
+
+from stylenet.data import load_image, load_style_image, to_tensor
+from stylenet.errors import StylenetError
+from stylenet.loss import VGG16_LAYERS, PerceptualLoss, gram_matrix, relative_error
+
+STYLE_LAYERS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
+
+
+def _photo(i: int, size: int = 64) -> torch.Tensor:
+    path = sorted((PHOTOS / "val").glob("*.jpg"))[i]
+    image = load_image(path, size).crop((0, 0, size, size))
+    return to_tensor(image)[None]
+
+
+@pytest.fixture(scope="module")
+def reference_vgg():
+    """torchvision's own VGG16, loaded the documented way, activations taken by index."""
+    vgg = torchvision.models.vgg16(weights=None).features
+    vgg.load_state_dict(torch.load(VGG_WEIGHTS, weights_only=True))
+    return vgg.eval()
+
+
+def _reference_features(vgg, image: torch.Tensor) -> dict[str, np.ndarray]:
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x, out = (image - mean) / std, {}
+    # Conventional VGG16 indices of relu1_2, relu2_2, relu2_2, relu3_3, relu4_3 in torchvision.
+    index = {3: "relu1_2", 8: "relu2_2", 15: "relu3_3", 22: "relu4_3"}
+    with torch.no_grad():
+        for i, layer in enumerate(vgg):
+            x = layer(x)
+            if i in index:
+                out[index[i]] = x.clone().double().numpy()
+    return out
+
+
+def _np_gram(f: np.ndarray) -> np.ndarray:
+    b, c, h, w = f.shape
+    f = f.reshape(b, c, h * w)
+    return np.einsum("bik,bjk->bij", f, f) / (c * h * w)
+
+
+def test_layer_names_match_the_conventional_indices():
+    assert [VGG16_LAYERS[n] for n in STYLE_LAYERS] == [3, 8, 15, 22]
+    assert VGG16_LAYERS["relu5_3"] == 29
+
+
+def test_gram_matrix_by_hand():
+    f = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 2, 1, 2)  # C=2, H=1, W=2
+    # rows (1, 2) and (3, 4): G = [[1+4, 3+8], [3+8, 9+16]] / (2*1*2)
+    expected = torch.tensor([[5.0, 11.0], [11.0, 25.0]]) / 4
+    assert torch.allclose(gram_matrix(f)[0], expected)
+
+
+def test_relative_error_by_hand():
+    x = torch.tensor([[3.0, 4.0], [1.0, 1.0]])
+    target = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    # sample 0: ||x - 0||^2 / ||0||^2 is guarded; sample 1: (0 + 1) / 1 = 1
+    assert relative_error(x[1:], target[1:]).item() == pytest.approx(1.0)
+    assert relative_error(x, torch.tensor([[3.0, 0.0]])).tolist() == pytest.approx([16 / 9, 5 / 9])
+
+
+def test_loss_matches_an_independent_computation(reference_vgg):
+    style = load_style_image(STYLES / "starry_night.jpg", 96)
+    photos = torch.cat([_photo(0), _photo(1)])
+    output = torch.rand_like(photos, generator=torch.Generator().manual_seed(0))
+    loss = PerceptualLoss(
+        STYLE_LAYERS, ["relu2_2"], style_weight=3.0, content_weight=2.0, tv_weight=0.5
+    )
+    loss.set_style(style)
+    got = loss(output, photos)
+
+    fs, fo, fc = (_reference_features(reference_vgg, t) for t in (style, output, photos))
+    style_errors = []
+    for name in STYLE_LAYERS:
+        gs, go = _np_gram(fs[name]), _np_gram(fo[name])
+        style_errors.append(np.mean(((go - gs) ** 2).sum((1, 2)) / (gs**2).sum()))
+    expected_style = np.mean(style_errors)
+    c_out, c_photo = fo["relu2_2"], fc["relu2_2"]
+    expected_content = np.mean(
+        ((c_out - c_photo) ** 2).sum((1, 2, 3)) / (c_photo**2).sum((1, 2, 3))
+    )
+    o = output.double().numpy()
+    expected_tv = (np.diff(o, axis=3) ** 2).mean() + (np.diff(o, axis=2) ** 2).mean()
+
+    assert got["style"].item() == pytest.approx(expected_style, rel=1e-4)
+    assert got["content"].item() == pytest.approx(expected_content, rel=1e-4)
+    assert got["tv"].item() == pytest.approx(expected_tv, rel=1e-4)
+    total = 2.0 * expected_content + 3.0 * expected_style + 0.5 * expected_tv
+    assert got["total"].item() == pytest.approx(total, rel=1e-4)
+
+
+def test_identical_images_have_zero_loss():
+    style = load_style_image(STYLES / "wave.jpg", 64)
+    loss = PerceptualLoss()
+    loss.set_style(style)
+    got = loss(style, style)
+    assert got["style"].item() == pytest.approx(0, abs=1e-6)
+    assert got["content"].item() == pytest.approx(0, abs=1e-6)
+
+
+def test_loss_does_not_depend_on_the_activation_scale(tmp_path):
+    """A weights file whose activations are all 10x larger gives the same losses (scale-free)."""
+    state = torch.load(VGG_WEIGHTS, weights_only=True)
+    scaled = {}
+    for key, value in state.items():
+        first = key.startswith("0.")  # conv1_1: scale weight and bias; later convs: bias only
+        scaled[key] = value * 10 if (first or key.endswith("bias")) else value
+    path = tmp_path / "scaled.pth"
+    torch.save(scaled, path)
+
+    style, photo = load_style_image(STYLES / "mosaic.jpg", 64), _photo(2)
+    output = photo.flip(-1)
+    losses = []
+    for weights in (str(VGG_WEIGHTS), str(path)):
+        loss = PerceptualLoss(vgg_weights=weights)
+        loss.set_style(style)
+        losses.append(loss(output, photo))
+    assert losses[1]["style"].item() == pytest.approx(losses[0]["style"].item(), rel=1e-4)
+    assert losses[1]["content"].item() == pytest.approx(losses[0]["content"].item(), rel=1e-4)
+    assert losses[0]["style"].item() > 0.01  # a real difference, not 0 == 0
+
+
+def test_content_goes_only_as_deep_as_the_content_layer():
+    loss = PerceptualLoss(content_layers=["relu2_2"])
+    loss.set_style(torch.rand(1, 3, 64, 64))
+    calls = {}
+    for i in (VGG16_LAYERS["relu2_2"], VGG16_LAYERS["relu4_3"]):
+        loss.vgg.features[i].register_forward_hook(
+            lambda *_, i=i: calls.update({i: calls.get(i, 0) + 1})
+        )
+    loss(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
+    assert calls == {VGG16_LAYERS["relu2_2"]: 2, VGG16_LAYERS["relu4_3"]: 1}
+
+
+def test_vgg_is_frozen_and_not_checkpointed():
+    loss = PerceptualLoss()
+    assert list(loss.parameters()) == []
+    assert loss.state_dict() == {}
+
+
+def test_style_grams_are_computed_once(monkeypatch):
+    loss = PerceptualLoss()
+    loss.set_style(torch.rand(1, 3, 64, 64))
+    grams = dict(loss.style_grams)
+    loss(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    assert all(loss.style_grams[k] is grams[k] for k in grams)
+
+
+@pytest.mark.parametrize("content", [None, b"not a torch file", "wrong-shape"])
+def test_bad_weights_file_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "weights.pth"
+    if content == "wrong-shape":
+        torch.save({"0.weight": torch.zeros(3, 3, 3, 3)}, path)
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(StylenetError) as e:
+        PerceptualLoss(vgg_weights=str(path))
+    message = str(e.value)
+    assert str(path) in message and "STYLENET_VGG_WEIGHTS" in message and "\n" not in message
+
+
+def test_weights_file_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("STYLENET_VGG_WEIGHTS", str(tmp_path / "missing.pth"))
+    with pytest.raises(StylenetError, match=r"missing\.pth"):
+        PerceptualLoss()
+
+
+def test_negative_weight_is_refused():
+    with pytest.raises(StylenetError, match=r"loss\.style_weight"):
+        PerceptualLoss(style_weight=-1)
