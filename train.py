@@ -6,6 +6,7 @@ The configuration lives in configs/ (train.yaml composes the groups); see the RE
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -14,9 +15,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from stylenet.errors import StylenetError
 
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+os.environ.setdefault("PROJECT_ROOT", str(CONFIG_DIR.parent))
 OmegaConf.register_new_resolver("stem", lambda path: Path(path).stem, replace=True)
 log = logging.getLogger(__name__)
+# Lightning 2.6 on torch >= 2.10 warns about its own use of a deprecated torch API on every fit.
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
 
 
 def train(cfg: DictConfig) -> None:
@@ -60,6 +64,24 @@ def user_error(e: BaseException) -> str | None:
     return None
 
 
+def unknown_choice(args: list[str]) -> str | None:
+    """One line for `group=option` arguments (sweeps too) naming a config that does not exist.
+
+    Hydra would say it in a dozen lines; `style=` is the one users mistype most.
+    """
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        group = CONFIG_DIR / key.lstrip("+~")
+        if not sep or "." in key or not group.is_dir():
+            continue
+        for option in value.split(","):
+            if not (group / f"{option}.yaml").is_file():
+                choices = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+                extra = " (or style.image=PATH for any image)" if key == "style" else ""
+                return f"unknown {key} '{option}'; choose from: {choices}{extra}"
+    return None
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     try:
@@ -73,4 +95,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if message := unknown_choice(sys.argv[1:]):
+        sys.exit(f"error: {message}")
     main()

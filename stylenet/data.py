@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from stylenet.errors import StylenetError
+from stylenet.errors import StylenetError, check_number
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 MIN_IMAGE_SIZE = 32  # below this VGG's four poolings leave (almost) nothing to compare
@@ -110,11 +110,11 @@ class PhotoDataModule(pl.LightningDataModule):
         super().__init__()
         if not root:
             raise StylenetError("data.root is missing: set data.root=FOLDER_OF_PHOTOS")
-        if image_size < MIN_IMAGE_SIZE:
-            raise StylenetError(f"data.image_size must be >= {MIN_IMAGE_SIZE}, got {image_size}")
-        if batch_size < 1:
-            raise StylenetError(f"data.batch_size must be >= 1, got {batch_size}")
-        if not 0 <= val_fraction < 1:
+        check_number("data.image_size", image_size, MIN_IMAGE_SIZE, integer=True)
+        check_number("data.batch_size", batch_size, 1, integer=True)
+        check_number("data.num_workers", num_workers, 0, integer=True)
+        check_number("data.val_fraction", val_fraction, 0)
+        if val_fraction >= 1:
             raise StylenetError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         self.root, self.val_root, self.val_fraction = root, val_root, val_fraction
         self.image_size, self.batch_size = image_size, batch_size
@@ -189,8 +189,7 @@ def load_style_image(path: str | Path, size: int) -> torch.Tensor:
     """
     if not Path(path).is_file():
         raise StylenetError(f"style.image not found: {path}")
-    if size < MIN_IMAGE_SIZE:
-        raise StylenetError(f"style.size must be >= {MIN_IMAGE_SIZE}, got {size}")
+    check_number("style.size", size, MIN_IMAGE_SIZE, integer=True)
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stylenet.errors import StylenetError
+from stylenet.errors import StylenetError, check_number
 
 VGG_WEIGHTS_ENV = "STYLENET_VGG_WEIGHTS"
 
@@ -174,13 +174,12 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         if not style_layers or not content_layers:
             raise StylenetError("loss.style_layers and loss.content_layers must not be empty")
-        for key, value in (
+        for key, value in [
             ("style_weight", style_weight),
             ("content_weight", content_weight),
             ("tv_weight", tv_weight),
-        ):
-            if not value >= 0:  # also catches NaN
-                raise StylenetError(f"loss.{key} must be >= 0, got {value}")
+        ]:
+            check_number(f"loss.{key}", value, 0)
         self.style_layers = list(style_layers)
         self.content_layers = list(content_layers)
         self.style_weight = style_weight

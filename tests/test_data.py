@@ -62,7 +62,7 @@ def test_validation_held_out_from_root(photo_folder):
     [
         ({"root": ""}, "data.root is missing"),
         ({"root": "/nonexistent/photos"}, "data.root folder not found: /nonexistent/photos"),
-        ({"image_size": 16}, "data.image_size must be >= 32"),
+        ({"image_size": 16}, "data.image_size must be an integer >= 32, got 16"),
     ],
 )
 def test_bad_data_settings(photo_folder, kwargs, message):
