@@ -3,6 +3,7 @@
 The configuration lives in configs/ (train.yaml composes the groups); see the README for a tour.
 """
 
+import hashlib
 import logging
 import os
 import sys
@@ -20,7 +21,7 @@ os.environ.setdefault("PROJECT_ROOT", str(CONFIG_DIR.parent))
 OmegaConf.register_new_resolver("stem", lambda path: Path(path).stem, replace=True)
 log = logging.getLogger(__name__)
 # Lightning 2.6 on torch >= 2.10 warns about its own use of a deprecated torch API on every fit.
-warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)`", FutureWarning)
 
 
 def train(cfg: DictConfig) -> None:
@@ -40,7 +41,7 @@ def train(cfg: DictConfig) -> None:
         optimizer=instantiate(cfg.optimizer),
         style_image=cfg.style.image,
         style_size=cfg.style.size,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=run_config(cfg),
     )
     trainer = instantiate(
         cfg.trainer,
@@ -51,6 +52,17 @@ def train(cfg: DictConfig) -> None:
     if skipped := datamodule.num_skipped():
         log.warning("skipped %d unreadable image(s); see the warnings above", skipped)
     log.info("run folder: %s", cfg.paths.output_dir)
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """The resolved config that checkpoints carry, with the style image's checksum added so an
+    exported model names the exact painting even where the file is gone."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    image = Path(cfg.style.image)
+    if not image.is_file():
+        raise StylenetError(f"style.image not found: {image}")
+    config["style"]["sha256"] = hashlib.sha256(image.read_bytes()).hexdigest()
+    return config
 
 
 def user_error(e: BaseException) -> str | None:

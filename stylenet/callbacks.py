@@ -1,12 +1,25 @@
-"""Side jobs of a training run, kept out of the module: sample grids of the network's progress."""
+"""Side jobs of a training run, kept out of the module: checkpoints and sample grids."""
 
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
+
+
+class Checkpoints(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, plus last.ckpt of the final step when training ends.
+
+    Lightning writes last.ckpt at the end only if it never wrote one: a run of 2500 steps with
+    checkpoints every 1000 would otherwise end with last.ckpt at step 2000.
+    """
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class SampleGrid(pl.Callback):

@@ -138,7 +138,7 @@ def metadata(checkpoint: Checkpoint) -> dict[str, str]:
         "stylenet_version": _version(),
         "style_name": str(style.get("name") or (Path(image).stem if image else "unknown")),
         "style_image": Path(image).name if image else "unknown",
-        "style_image_sha256": _sha256(image),
+        "style_image_sha256": style.get("sha256") or _sha256(image),
         "training_steps": str(checkpoint.steps),
         "training_config": json.dumps(checkpoint.config, sort_keys=True, default=str),
         "network": type(checkpoint.network).__name__,

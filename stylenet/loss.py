@@ -72,7 +72,8 @@ def load_vgg16_features(weights: str | None = None) -> nn.Sequential:
     with torch.device("meta"):
         features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
     try:
-        features.load_state_dict(state, assign=True)
+        # assign=True keeps the file's tensors: make them fp32 whatever the file stores.
+        features.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)
     except Exception as e:
         first_line = str(e).strip().splitlines()[-1].strip()
         raise StylenetError(
