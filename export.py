@@ -5,34 +5,27 @@ PyTorch within `tolerance`, and never over an existing file unless overwrite=tru
 """
 
 import logging
-import sys
 
-import hydra
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from stylenet.errors import StylenetError
+from stylenet.app import hydra_app
 from stylenet.export import export_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="export")
-def main(cfg: DictConfig) -> None:
+def export(cfg: DictConfig) -> None:
+    """Export cfg.ckpt to cfg.output and log what was written."""
     for chatty in ("onnxscript", "onnx_ir"):  # their graph optimisers log every rewrite at INFO
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    try:
-        report = export_checkpoint(
-            ckpt=cfg.ckpt,
-            output=cfg.output,
-            overwrite=cfg.overwrite,
-            opset=cfg.opset,
-            tolerance=cfg.tolerance,
-            sizes=[tuple(size) for size in cfg.parity_sizes],
-        )
-    except (StylenetError, OmegaConfBaseException) as e:
-        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
-        sys.exit(1)
+    report = export_checkpoint(
+        ckpt=cfg.ckpt,
+        output=cfg.output,
+        overwrite=cfg.overwrite,
+        opset=cfg.opset,
+        tolerance=cfg.tolerance,
+        sizes=[tuple(size) for size in cfg.parity_sizes],
+    )
     meta = report.metadata
     log.info(
         "wrote %s: style %s, %s training steps, width %s, %s residual blocks; "
@@ -45,6 +38,8 @@ def main(cfg: DictConfig) -> None:
         report.max_difference,
     )
 
+
+main = hydra_app("export")(export)
 
 if __name__ == "__main__":
     main()

@@ -5,20 +5,14 @@ The configuration lives in configs/ (train.yaml composes the groups); see the RE
 
 import hashlib
 import logging
-import os
-import sys
 import warnings
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from stylenet.app import hydra_app
 from stylenet.errors import StylenetError
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-os.environ.setdefault("PROJECT_ROOT", str(CONFIG_DIR.parent))
-OmegaConf.register_new_resolver("stem", lambda path: Path(path).stem, replace=True)
 log = logging.getLogger(__name__)
 # Lightning 2.6 on torch >= 2.10 warns about its own use of a deprecated torch API on every fit.
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)`", FutureWarning)
@@ -65,48 +59,7 @@ def run_config(cfg: DictConfig) -> dict:
     return config
 
 
-def user_error(e: BaseException) -> str | None:
-    """The one-line message for a configuration or input mistake, None for a real bug."""
-    while e is not None:  # Hydra wraps errors from constructors in InstantiationException
-        if isinstance(e, StylenetError):
-            return str(e)
-        if isinstance(e, OmegaConfBaseException):
-            return str(e).strip().splitlines()[0] + (f" (key: {e.full_key})" if e.full_key else "")
-        e = e.__cause__
-    return None
-
-
-def unknown_choice(args: list[str]) -> str | None:
-    """One line for `group=option` arguments (sweeps too) naming a config that does not exist.
-
-    Hydra would say it in a dozen lines; `style=` is the one users mistype most.
-    """
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        group = CONFIG_DIR / key.lstrip("+~")
-        if not sep or "." in key or not group.is_dir():
-            continue
-        for option in value.split(","):
-            if not (group / f"{option}.yaml").is_file():
-                choices = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
-                extra = " (or style.image=PATH for any image)" if key == "style" else ""
-                return f"unknown {key} '{option}'; choose from: {choices}{extra}"
-    return None
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> None:
-    try:
-        train(cfg)
-    except Exception as e:
-        message = user_error(e)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
-
+main = hydra_app("train")(train)
 
 if __name__ == "__main__":
-    if message := unknown_choice(sys.argv[1:]):
-        sys.exit(f"error: {message}")
     main()

@@ -49,7 +49,7 @@ def make_checkpoint(path: Path, width: int = 8, blocks: int = 1, seed: int = 0) 
 
 
 def run_export(*overrides: str) -> None:
-    """export.py's main, in this process, with its Hydra config and these overrides."""
+    """export.py's task, in this process, with its Hydra config and these overrides."""
     import importlib.util
 
     from hydra import compose, initialize_config_dir
@@ -60,7 +60,7 @@ def run_export(*overrides: str) -> None:
     spec.loader.exec_module(entry)
     GlobalHydra.instance().clear()  # another test may have left its Hydra initialised
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        entry.main(compose("export", overrides=list(overrides)))
+        entry.export(compose("export", overrides=list(overrides)))
 
 
 def exported_model(folder: Path) -> Path:
