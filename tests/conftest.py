@@ -27,6 +27,20 @@ def photo_folder(tmp_path: Path) -> Path:
     return folder
 
 
+# Overrides that shrink a training run to a few seconds on a CPU.
+SMALL = [
+    "data.image_size=64",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    f"data.val_root={PHOTOS / 'val'}",
+    "style.size=128",
+    "network.width=8",
+    "network.num_res_blocks=1",
+    "trainer.max_steps=2",
+    "trainer.limit_val_batches=1",
+]
+
+
 def compose_train(run_dir: Path, *overrides: str):
     """The real configs/train.yaml, shrunk for a CPU test, with its run folder at `run_dir`."""
     from hydra import compose, initialize_config_dir
@@ -36,18 +50,10 @@ def compose_train(run_dir: Path, *overrides: str):
 
     import train  # noqa: F401  registers the config resolvers
 
-    small = [
-        "data.image_size=64",
-        "data.batch_size=2",
-        "data.num_workers=0",
-        f"data.val_root={PHOTOS / 'val'}",
-        "style.size=128",
-        "network.width=8",
-        "network.num_res_blocks=1",
+    in_process = [
         "trainer.accelerator=cpu",
         "trainer.max_steps=4",
         "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=1",
         "+trainer.enable_progress_bar=false",
         "+trainer.enable_model_summary=false",
         "callbacks.sample_grid.every_n_steps=2",
@@ -55,7 +61,8 @@ def compose_train(run_dir: Path, *overrides: str):
     ]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[*small, *overrides], return_hydra_config=True)
+        overrides = [*SMALL, *in_process, *overrides]
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from images_fixtures import AMBER, PHOTOS, exported_model, messy_inputs
 from PIL import Image
 
+from images_fixtures import AMBER, PHOTOS, exported_model, messy_inputs
 from stylenet.cli import main
 
 

@@ -3,8 +3,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import PHOTOS
 
+from conftest import PHOTOS
 from stylenet.data import PhotoDataModule, PhotoDataset, find_images, load_style_image
 from stylenet.errors import StylenetError
 

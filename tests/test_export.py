@@ -11,9 +11,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from images_fixtures import PHOTOS, ROOT, exported_model, make_checkpoint, run_export
 from PIL import Image
 
+from images_fixtures import PHOTOS, ROOT, exported_model, make_checkpoint, run_export
 from stylenet import export
 from stylenet.errors import StylenetError
 from stylenet.network import TransformerNet

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import PHOTOS, STYLES, VGG_WEIGHTS
 
+from conftest import PHOTOS, STYLES, VGG_WEIGHTS
 from stylenet.data import load_image, load_style_image, to_tensor
 from stylenet.errors import StylenetError
 from stylenet.loss import VGG16_LAYERS, PerceptualLoss, gram_matrix, relative_error

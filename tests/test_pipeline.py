@@ -5,9 +5,9 @@ import hashlib
 import numpy as np
 import onnx
 import torch
-from conftest import PHOTOS, STYLES, compose_train
 from PIL import Image
 
+from conftest import PHOTOS, STYLES, compose_train
 from stylenet.data import to_tensor
 from stylenet.export import export_checkpoint, load_checkpoint
 from stylenet.runtime import Stylizer

@@ -7,6 +7,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from PIL import Image
+
 from images_fixtures import (
     AMBER,
     PHOTOS,
@@ -15,8 +17,6 @@ from images_fixtures import (
     linear_rgb_icc,
     messy_inputs,
 )
-from PIL import Image
-
 from stylenet import runtime
 from stylenet.errors import StylenetError
 from stylenet.images import Pixels, load_image, save_image, to_pixels

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from conftest import PHOTOS, compose_train
 from hydra.utils import instantiate
 
+from conftest import PHOTOS, compose_train
 from stylenet.data import PhotoDataset, find_images
 from stylenet.errors import StylenetError
 from stylenet.loss import PerceptualLoss

@@ -4,19 +4,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PHOTOS, ROOT
 
-SMALL = [
-    "data.image_size=64",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    f"data.val_root={PHOTOS / 'val'}",
-    "style.size=128",
-    "network.width=8",
-    "network.num_res_blocks=1",
-    "trainer.max_steps=2",
-    "trainer.limit_val_batches=1",
-]
+from conftest import ROOT, SMALL
 
 
 def run_train(*args: str) -> subprocess.CompletedProcess:
