@@ -1,0 +1,309 @@
+"""Quality benchmark: a model's style and content errors next to Gatys optimisation, with speed.
+
+    .venv/bin/python benchmarks/quality.py MODEL.onnx [MODEL.ckpt ...] [--count 8 --size 512]
+        [--gatys-count 2 --gatys-size 256 --steps 50,100,300] [--grid grid.png]
+
+For each model (an exported .onnx or a train.py checkpoint), on a fixed subset of held-out photos
+(evenly spaced in ../shared/data/photos/val, longer side --size): the style and content errors of
+stylenet.quality, the model's total training loss and its latency per image. Then, on the first
+--gatys-count photos at --gatys-size (smaller when time demands: ~1.4 s per L-BFGS step at 256 px
+on 2 CPU cores), Gatys optimisation with the model's own loss weights and style scale: the same
+figures after each of --steps, and the step at which it first reaches the model's total loss, i.e.
+how many optimisation steps one forward pass of the network is worth. Prints Markdown.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw
+
+from stylenet.app import CONFIG_DIR
+from stylenet.data import find_images, load_style_image
+from stylenet.errors import StylenetError
+from stylenet.export import Clamped, load_checkpoint
+from stylenet.images import save_image
+from stylenet.loss import PerceptualLoss
+from stylenet.optimize import gatys_steps, load_photo, to_rgb
+from stylenet.quality import Scorer
+from stylenet.runtime import Stylizer
+
+DATA_DIR = Path(os.environ.get("STYLENET_DATA_DIR", CONFIG_DIR.parents[1] / "shared" / "data"))
+CELL = 192  # height of a contact-sheet cell in pixels
+
+
+@dataclass
+class Model:
+    """A trained network behind one call, with the training config it records."""
+
+    name: str
+    stylize: Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) in [0, 1] -> same
+    config: dict
+
+
+@dataclass
+class Result:
+    """One stylized image's figures."""
+
+    style: float
+    content: float
+    total: float
+    seconds: float
+
+
+@dataclass
+class PhotoRun:
+    """What one photo gave at the Gatys size: the model, Gatys at each step count, and images."""
+
+    model: Result
+    gatys: dict[int, Result] = field(default_factory=dict)
+    reached: int | None = None  # first Gatys step at or below the model's total loss
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def load_model(path: Path) -> Model:
+    """An .onnx model in onnxruntime (as users run it) or a checkpoint in PyTorch."""
+    if path.suffix == ".onnx":
+        stylizer = Stylizer(path)
+        config = json.loads(stylizer.metadata.get("training_config") or "{}")
+
+        def run(photo: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(stylizer.run(photo.permute(0, 2, 3, 1).numpy())).permute(
+                0, 3, 1, 2
+            )
+
+        return Model(path.name, run, config)
+    checkpoint = load_checkpoint(path)
+    network = Clamped(checkpoint.network).eval()
+    return Model(path.name, torch.no_grad()(network), checkpoint.config)
+
+
+def style_path(config: dict, override: Path | None) -> Path:
+    """The model's style image: --style, the recorded path, or its name in the shared styles.
+
+    A model trained elsewhere records a path from that machine; the checksum it records (when it
+    does) makes sure the local file is the same painting.
+    """
+    if override is not None:
+        return override
+    style = config.get("style") or {}
+    recorded = Path(style.get("image") or "")
+    for candidate in (recorded, DATA_DIR / "styles" / recorded.name):
+        if recorded.name and candidate.is_file():
+            checksum = style.get("sha256")
+            if checksum and hashlib.sha256(candidate.read_bytes()).hexdigest() != checksum:
+                raise StylenetError(f"{candidate} is not the style image the model was trained on")
+            return candidate
+    raise StylenetError(f"style image {recorded} not found: pass --style PATH")
+
+
+def build_loss(config: dict, vgg_weights: str | None) -> tuple[PerceptualLoss, str]:
+    """The model's own training loss (weights, layers), with the local VGG16 weights.
+
+    Relative errors do not depend on the VGG file, so the local one measures the same loss.
+    """
+    loss_config = config.get("loss")
+    source = "the model's training config"
+    if not loss_config:
+        loss_config = OmegaConf.to_container(
+            OmegaConf.load(CONFIG_DIR / "loss" / "perceptual.yaml")
+        )
+        source = "configs/loss/perceptual.yaml (the model records none)"
+    return instantiate({**loss_config, "vgg_weights": vgg_weights}), source
+
+
+def pick_photos(folder: Path, count: int) -> list[Path]:
+    """`count` photos evenly spaced over the sorted folder: a fixed, varied subset."""
+    files = find_images(folder)
+    if not files:
+        raise StylenetError(f"no photos in {folder}")
+    return [files[i * len(files) // count] for i in range(min(count, len(files)))]
+
+
+def measure(
+    model: Model, loss: PerceptualLoss, scorer: Scorer, photo: torch.Tensor
+) -> tuple[Result, torch.Tensor]:
+    """The model's figures on one photo, and its output."""
+    start = time.perf_counter()
+    output = model.stylize(photo)
+    seconds = time.perf_counter() - start
+    return score(loss, scorer, output, photo, seconds), output
+
+
+def score(
+    loss: PerceptualLoss, scorer: Scorer, output: torch.Tensor, photo: torch.Tensor, seconds: float
+) -> Result:
+    """Quality errors and total training loss of `output` for `photo`."""
+    errors = scorer(output, photo)
+    with torch.no_grad():
+        total = loss(output, photo)["total"]
+    return Result(float(errors["style"]), float(errors["content"]), float(total), seconds)
+
+
+def run_gatys(
+    model: Model, loss: PerceptualLoss, scorer: Scorer, photo: torch.Tensor, steps: list[int]
+) -> tuple[PhotoRun, float]:
+    """Model and Gatys on one photo; also the mean seconds per Gatys step."""
+    model_result, output = measure(model, loss, scorer, photo)
+    run = PhotoRun(model_result, images={"model": to_rgb(output)})
+    elapsed, iterator = 0.0, gatys_steps(loss, photo)
+    for step in range(max(steps) + 1):
+        start = time.perf_counter()
+        image, terms = next(iterator)
+        elapsed += time.perf_counter() - start
+        if run.reached is None and terms["total"] <= model_result.total:
+            run.reached = step
+        if step in steps:
+            run.gatys[step] = score(loss, scorer, image, photo, elapsed)
+            run.images[f"Gatys {step}"] = to_rgb(image)
+    return run, elapsed / max(1, max(steps))
+
+
+def mean_row(label: str, photos: str, results: list[Result], time_text: str) -> str:
+    """A Markdown row of mean figures."""
+    style, content, total = (
+        statistics.mean(getattr(r, key) for r in results) for key in ("style", "content", "total")
+    )
+    return f"| {photos} | {label} | {style:.3f} | {content:.3f} | {total:.3f} | {time_text} |"
+
+
+def contact_sheet(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[str]) -> Image.Image:
+    """Photos down, photo/models/Gatys across, each cell CELL px high; blank where none."""
+    widths = [
+        max(
+            (
+                round(img.shape[1] * CELL / img.shape[0])
+                for _, c in rows
+                if (img := c.get(col)) is not None
+            ),
+            default=CELL,
+        )
+        for col in columns
+    ]
+    header = 20
+    sheet = Image.new("RGB", (sum(widths), header + CELL * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    x = 0
+    for col, width in zip(columns, widths, strict=True):
+        draw.text((x + 4, 4), col, fill="black")
+        for r, (_, cells) in enumerate(rows):
+            if (img := cells.get(col)) is not None:
+                tile = Image.fromarray(img).resize((width, CELL), Image.Resampling.LANCZOS)
+                sheet.paste(tile, (x, header + r * CELL))
+        x += width
+    return sheet
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path, help=".onnx models or .ckpt checkpoints")
+    parser.add_argument("--photos", type=Path, default=DATA_DIR / "photos" / "val")
+    parser.add_argument("--count", type=int, default=8, help="photos for the model figures (8)")
+    parser.add_argument("--size", type=int, default=512, help="their longer side in px (512)")
+    parser.add_argument("--gatys-count", type=int, default=2, help="photos for Gatys (2; 0: none)")
+    parser.add_argument("--gatys-size", type=int, default=256, help="their longer side (256)")
+    parser.add_argument("--steps", default="50,100,300", help="Gatys step counts to report")
+    parser.add_argument("--style", type=Path, help="style image, if the recorded one is not here")
+    parser.add_argument("--vgg-weights", help="VGG16 weights (default: $STYLENET_VGG_WEIGHTS)")
+    parser.add_argument("--grid", type=Path, help="write a photos x models contact sheet here")
+    args = parser.parse_args()
+    try:
+        report(args)
+    except StylenetError as e:
+        parser.exit(1, f"error: {e}\n")
+
+
+def report(args: argparse.Namespace) -> None:
+    """Run the benchmark described by the command-line arguments and print it."""
+    steps = sorted({int(s) for s in args.steps.split(",")})
+    photos = pick_photos(args.photos, args.count)
+    gatys_photos = photos[: args.gatys_count]
+    print(
+        f"photos: {len(photos)} of {args.photos}, longer side {args.size} px: "
+        + ", ".join(p.name for p in photos)
+    )
+    if gatys_photos:
+        print(
+            f"Gatys (L-BFGS) on {len(gatys_photos)} of them at {args.gatys_size} px: "
+            + ", ".join(p.name for p in gatys_photos)
+        )
+    print(f"CPU threads: {torch.get_num_threads()}; torch {torch.__version__}\n")
+    sheet_rows = {p.name: {"photo": to_rgb(load_photo(p, args.size)[0])} for p in photos}
+    columns = ["photo"]
+    for path in args.models:
+        model = load_model(path)
+        loss, source = build_loss(model.config, args.vgg_weights)
+        style_size = (model.config.get("style") or {}).get("size", 512)
+        style_file = style_path(model.config, args.style)
+        style = load_style_image(style_file, style_size)
+        loss.set_style(style)
+        scorer = Scorer(style, vgg=loss.vgg)
+        print(
+            f"## {model.name}: style {style_file.name} at {style_size} px; loss from {source}: "
+            f"style_weight {loss.style_weight}, content_weight {loss.content_weight} "
+            f"({', '.join(loss.content_layers)}), tv_weight {loss.tv_weight}\n"
+        )
+        print("| photos | method | style error | content error | total loss | time per image |")
+        print("|---|---|---:|---:|---:|---:|")
+        results = []
+        for photo_path in photos:
+            photo = load_photo(photo_path, args.size)[0]
+            result, output = measure(model, loss, scorer, photo)
+            results.append(result)
+            sheet_rows[photo_path.name][model.name] = to_rgb(output)
+        latency = statistics.median(r.seconds for r in results[1:] or results)  # 1st: warm-up
+        where = f"{len(photos)} x {args.size} px"
+        print(mean_row("model, 1 forward pass", where, results, f"{latency * 1000:.0f} ms"))
+        columns.append(model.name)
+        if not gatys_photos:
+            continue
+        runs, per_step = [], []
+        for photo_path in gatys_photos:
+            run, seconds = run_gatys(
+                model, loss, scorer, load_photo(photo_path, args.gatys_size)[0], steps
+            )
+            runs.append(run)
+            per_step.append(seconds)
+            for label, image in run.images.items():
+                if label != "model":
+                    sheet_rows[photo_path.name][f"{label} ({model.name})"] = image
+        where = f"{len(gatys_photos)} x {args.gatys_size} px"
+        model_ms = statistics.mean(r.model.seconds for r in runs) * 1000
+        print(
+            mean_row("model, 1 forward pass", where, [r.model for r in runs], f"{model_ms:.0f} ms")
+        )
+        step_time = statistics.mean(per_step)
+        for step in steps:
+            print(
+                mean_row(
+                    f"Gatys L-BFGS, {step} steps",
+                    where,
+                    [r.gatys[step] for r in runs],
+                    f"{step * step_time:.3g} s",
+                )
+            )
+        columns += [f"Gatys {step} ({model.name})" for step in steps]
+        reached = ", ".join(
+            f"{p.name}: {r.reached if r.reached is not None else f'> {max(steps)}'}"
+            for p, r in zip(gatys_photos, runs, strict=True)
+        )
+        print(f"\nGatys steps to reach the model's total loss: {reached}")
+        print(f"Gatys: {step_time:.2f} s per L-BFGS step at {args.gatys_size} px\n")
+    if args.grid:
+        rows = [(name, cells) for name, cells in sheet_rows.items()]
+        save_image(contact_sheet(rows, columns), args.grid, overwrite=True)
+        print(f"contact sheet: {args.grid}")
+
+
+if __name__ == "__main__":
+    main()
