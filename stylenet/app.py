@@ -35,6 +35,14 @@ def unknown_choice(args: list[str]) -> str | None:
     return None
 
 
+def expand_home(arg: str) -> str:
+    """`key=~/path` -> `key=/home/me/path`: shells expand ~ only at the start of a word."""
+    key, sep, value = arg.partition("=")
+    if sep and (value == "~" or value.startswith("~/")):
+        return f"{key}={Path(value).expanduser()}"
+    return arg
+
+
 def user_error(e: BaseException | None) -> str | None:
     """The one-line message for a configuration or input mistake, None for a real bug."""
     while e is not None:  # Hydra wraps errors from constructors in InstantiationException
@@ -65,6 +73,7 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], None]], Call
                 sys.exit(f"error: {message}")
 
         def main() -> None:
+            sys.argv[1:] = [expand_home(arg) for arg in sys.argv[1:]]
             if message := unknown_choice(sys.argv[1:]):
                 sys.exit(f"error: {message}")
             run()

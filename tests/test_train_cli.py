@@ -75,3 +75,13 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_000003.png"]
+
+
+def test_home_in_a_path_is_expanded(tmp_path, monkeypatch):
+    """`data.root=~/photos` reaches train.py unexpanded: it expands it as a shell would."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "photos").mkdir()  # exists but empty: the error names the expanded folder
+    result = run_train("data.root=~/photos", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.stderr.strip() == f"error: data.root {tmp_path / 'photos'} has no images " + (
+        "(.bmp, .jpeg, .jpg, .png, .webp)"
+    )
