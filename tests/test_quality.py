@@ -1,0 +1,85 @@
+"""The benchmark's scale-free errors on hand-made tensors, and the benchmark end to end."""
+
+import math
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks import quality as benchmark
+from images_fixtures import PHOTOS, exported_model, make_checkpoint
+from stylenet.data import load_style_image
+from stylenet.errors import StylenetError
+from stylenet.loss import VGGFeatures, gram_matrix
+from stylenet.quality import Scorer, content_error, style_error
+
+
+def features(*channels: list[float]) -> torch.Tensor:
+    """(1, C, 1, W) features with the given channel rows."""
+    return torch.tensor([channels], dtype=torch.float32)[:, :, None, :]
+
+
+def test_identical_images_have_zero_errors():
+    f = torch.rand(2, 4, 5, 6)
+    assert torch.equal(style_error({"a": f}, {"a": gram_matrix(f)}), torch.zeros(2))
+    assert torch.equal(content_error(f, f), torch.zeros(2))
+
+
+def test_known_gram_difference_gives_the_hand_computed_error():
+    # Target features [[2, 0], [0, 2]]: Gram (normalised by C*H*W = 4) is the 2x2 identity.
+    target = gram_matrix(features([2, 0], [0, 2]))
+    assert torch.equal(target[0], torch.eye(2))
+    # [[2, 0], [0, 0]] has Gram diag(1, 0): ||G - I|| / ||I|| = 1 / sqrt(2).
+    # Zero features have a zero Gram: ||0 - I|| / ||I|| = 1.
+    out = {"a": features([2, 0], [0, 0]), "b": features([0, 0], [0, 0])}
+    error = style_error(out, {"a": target, "b": target})
+    expected = (1 / math.sqrt(2) + 1) / 2  # a mean of distances, not of squared distances (0.75)
+    assert error.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_content_error_is_a_distance_per_sample():
+    photo = features([3, 0], [0, 4]).repeat(2, 1, 1, 1)  # norm 5
+    out = photo.clone()
+    out[1, 1, 0, 1] += 3  # sample 1 is 3 away
+    assert content_error(out, photo).tolist() == pytest.approx([0.0, 0.6])
+
+
+def test_scorer_with_the_real_vgg():
+    style = load_style_image(PHOTOS[0], 64)
+    scorer = Scorer(style)
+    same = scorer(style, style)
+    assert same["style"].item() == pytest.approx(0, abs=1e-6)
+    assert same["content"].item() == 0
+    other = scorer(load_style_image(PHOTOS[1], 64)[..., :40, :40], style[..., :40, :40])
+    assert other["style"].item() > 0.1 and other["content"].item() > 0.1
+    with pytest.raises(StylenetError, match="reaches relu4_3"):
+        Scorer(style, vgg=VGGFeatures(["relu2_2"]))
+
+
+def test_benchmark_end_to_end(tmp_path, monkeypatch, capsys):
+    onnx = exported_model(tmp_path)
+    ckpt = make_checkpoint(tmp_path / "same_weights.ckpt")
+    grid = tmp_path / "grid.png"
+    args = [onnx, ckpt, "--photos", PHOTOS[0].parent, "--count", "2", "--size", "64"]
+    args += ["--gatys-count", "1", "--gatys-size", "48", "--steps", "3,1", "--grid", grid]
+    monkeypatch.setattr(sys, "argv", ["quality.py", *map(str, args)])
+    benchmark.main()
+    out = capsys.readouterr().out
+    assert f"photos: 2 of {PHOTOS[0].parent}, longer side 64 px" in out
+    assert "Gatys (L-BFGS) on 1 of them at 48 px" in out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if " px | " in line]
+    assert [row[1].strip() for row in rows] == 2 * [
+        "model, 1 forward pass",
+        "model, 1 forward pass",
+        "Gatys L-BFGS, 1 steps",
+        "Gatys L-BFGS, 3 steps",
+    ]
+    figures = [[float(x) for x in row[2:5]] for row in rows]
+    assert figures[:4] == figures[4:]  # the checkpoint and its ONNX export measure the same
+    model, gatys_1, gatys_3 = figures[1:4]
+    assert gatys_3[2] < gatys_1[2] < model[2]  # a random network is worse than 1 Gatys step
+    assert out.count("Gatys steps to reach the model's total loss: ") == 2
+    with Image.open(grid) as sheet:  # header + 2 photos; photo, 2 models, 2 x 2 Gatys columns
+        assert sheet.height == 20 + 2 * benchmark.CELL
+        assert sheet.width > 7 * benchmark.CELL
