@@ -238,7 +238,8 @@ def report(args: argparse.Namespace) -> None:
             + ", ".join(p.name for p in gatys_photos)
         )
     print(f"CPU threads: {torch.get_num_threads()}; torch {torch.__version__}\n")
-    sheet_rows = {p.name: {"photo": to_rgb(load_photo(p, args.size)[0])} for p in photos}
+    tensors = {p.name: load_photo(p, args.size)[0] for p in photos}
+    sheet_rows = {name: {"photo": to_rgb(photo)} for name, photo in tensors.items()}
     columns = ["photo"]
     for path in args.models:
         model = load_model(path)
@@ -257,8 +258,7 @@ def report(args: argparse.Namespace) -> None:
         print("|---|---|---:|---:|---:|---:|")
         results = []
         for photo_path in photos:
-            photo = load_photo(photo_path, args.size)[0]
-            result, output = measure(model, loss, scorer, photo)
+            result, output = measure(model, loss, scorer, tensors[photo_path.name])
             results.append(result)
             sheet_rows[photo_path.name][model.name] = to_rgb(output)
         latency = statistics.median(r.seconds for r in results[1:] or results)  # 1st: warm-up

@@ -7,6 +7,7 @@ benchmark measures models against.
 """
 
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,7 @@ def optimize(
     check_number("steps", steps, 0, integer=True)
     resolve_lr(method, lr)  # a typo fails here, not after the progress bar has started
     with tqdm(total=steps, desc=f"Gatys {method}", unit="step", disable=not progress) as bar:
-        for done, (image, terms) in enumerate(gatys_steps(loss, content, method, lr)):
-            bar.set_postfix(loss=f"{terms['total']:.4f}", refresh=False)
-            if done == steps:
-                return image, terms
-            bar.update()
-    raise AssertionError("gatys_steps never ends")
+        for done, last in enumerate(islice(gatys_steps(loss, content, method, lr), steps + 1)):
+            bar.set_postfix(loss=f"{last[1]['total']:.4f}", refresh=False)
+            bar.update(min(done, 1))  # the first image is the photo itself: no step yet
+    return last
