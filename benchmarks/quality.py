@@ -1,7 +1,7 @@
 """Quality benchmark: a model's style and content errors next to Gatys optimisation, with speed.
 
     .venv/bin/python benchmarks/quality.py MODEL.onnx [MODEL.ckpt ...] [--count 8 --size 512]
-        [--gatys-count 2 --gatys-size 256 --steps 50,100,300] [--grid grid.png]
+        [--gatys-count 2 --gatys-size 256 --steps 0,50,100,300] [--grid grid.png]
 
 For each model (an exported .onnx or a train.py checkpoint), on a fixed subset of held-out photos
 (evenly spaced in ../shared/data/photos/val, longer side --size): the style and content errors of
@@ -165,6 +165,7 @@ def run_gatys(
             run.reached = step
         if step in steps:
             run.gatys[step] = score(loss, scorer, image, photo, elapsed)
+        if step in steps and step > 0:  # step 0 is the photo
             run.images[f"Gatys {step}"] = to_rgb(image)
     return run, elapsed / max(1, max(steps))
 
@@ -212,7 +213,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="their longer side in px (512)")
     parser.add_argument("--gatys-count", type=int, default=2, help="photos for Gatys (2; 0: none)")
     parser.add_argument("--gatys-size", type=int, default=256, help="their longer side (256)")
-    parser.add_argument("--steps", default="50,100,300", help="Gatys step counts to report")
+    parser.add_argument("--steps", default="0,50,100,300", help="Gatys step counts to report")
     parser.add_argument("--style", type=Path, help="style image, if the recorded one is not here")
     parser.add_argument("--vgg-weights", help="VGG16 weights (default: $STYLENET_VGG_WEIGHTS)")
     parser.add_argument("--grid", type=Path, help="write a photos x models contact sheet here")
@@ -268,6 +269,7 @@ def report(args: argparse.Namespace) -> None:
         if not gatys_photos:
             continue
         runs, per_step = [], []
+        model_at = f"{model.name} at {args.gatys_size} px"
         for photo_path in gatys_photos:
             run, seconds = run_gatys(
                 model, loss, scorer, load_photo(photo_path, args.gatys_size)[0], steps
@@ -275,8 +277,8 @@ def report(args: argparse.Namespace) -> None:
             runs.append(run)
             per_step.append(seconds)
             for label, image in run.images.items():
-                if label != "model":
-                    sheet_rows[photo_path.name][f"{label} ({model.name})"] = image
+                column = model_at if label == "model" else f"{label} ({model.name})"
+                sheet_rows[photo_path.name][column] = image
         where = f"{len(gatys_photos)} x {args.gatys_size} px"
         model_ms = statistics.mean(r.model.seconds for r in runs) * 1000
         print(
@@ -286,13 +288,13 @@ def report(args: argparse.Namespace) -> None:
         for step in steps:
             print(
                 mean_row(
-                    f"Gatys L-BFGS, {step} steps",
+                    f"Gatys L-BFGS, {step} steps" if step else "the photo as it is (0 steps)",
                     where,
                     [r.gatys[step] for r in runs],
                     f"{step * step_time:.3g} s",
                 )
             )
-        columns += [f"Gatys {step} ({model.name})" for step in steps]
+        columns += [model_at] + [f"Gatys {step} ({model.name})" for step in steps if step]
         reached = ", ".join(
             f"{p.name}: {r.reached if r.reached is not None else f'> {max(steps)}'}"
             for p, r in zip(gatys_photos, runs, strict=True)

@@ -62,7 +62,7 @@ def test_benchmark_end_to_end(tmp_path, monkeypatch, capsys):
     ckpt = make_checkpoint(tmp_path / "same_weights.ckpt")
     grid = tmp_path / "grid.png"
     args = [onnx, ckpt, "--photos", PHOTOS[0].parent, "--count", "2", "--size", "64"]
-    args += ["--gatys-count", "1", "--gatys-size", "48", "--steps", "3,1", "--grid", grid]
+    args += ["--gatys-count", "1", "--gatys-size", "48", "--steps", "3,0,1", "--grid", grid]
     monkeypatch.setattr(sys, "argv", ["quality.py", *map(str, args)])
     benchmark.main()
     out = capsys.readouterr().out
@@ -72,14 +72,16 @@ def test_benchmark_end_to_end(tmp_path, monkeypatch, capsys):
     assert [row[1].strip() for row in rows] == 2 * [
         "model, 1 forward pass",
         "model, 1 forward pass",
+        "the photo as it is (0 steps)",
         "Gatys L-BFGS, 1 steps",
         "Gatys L-BFGS, 3 steps",
     ]
     figures = [[float(x) for x in row[2:5]] for row in rows]
-    assert figures[:4] == figures[4:]  # the checkpoint and its ONNX export measure the same
-    model, gatys_1, gatys_3 = figures[1:4]
-    assert gatys_3[2] < gatys_1[2] < model[2]  # a random network is worse than 1 Gatys step
+    assert figures[:5] == figures[5:]  # the checkpoint and its ONNX export measure the same
+    model, photo, gatys_1, gatys_3 = figures[1:5]
+    assert photo[1] == 0  # the photo's content error
+    assert gatys_3[2] < gatys_1[2] < photo[2] < model[2]  # a random network is worse than a photo
     assert out.count("Gatys steps to reach the model's total loss: ") == 2
-    with Image.open(grid) as sheet:  # header + 2 photos; photo, 2 models, 2 x 2 Gatys columns
+    with Image.open(grid) as sheet:  # header + 2 photos; photo + 2 x (model at 2 sizes, 2 Gatys)
         assert sheet.height == 20 + 2 * benchmark.CELL
-        assert sheet.width > 7 * benchmark.CELL
+        assert sheet.width > 9 * benchmark.CELL
