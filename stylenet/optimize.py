@@ -66,19 +66,20 @@ def gatys_steps(
     """Yield (image, loss terms) after 0, 1, 2, ... updates, starting from the photo; endless.
 
     `content` is (1, 3, H, W) in [0, 1] on the loss's device and `loss.set_style` has been called.
-    Each step costs one VGG forward and backward pass; pixels are kept in [0, 1] after each update.
+    Each step costs one VGG forward and backward pass. The loss sees the pixels clamped to [0, 1]:
+    one fixed objective. Clamping them in place after each update instead feeds L-BFGS curvature
+    pairs that do not match the steps taken; measured, its loss then rises again after ~100 steps.
     """
-    image = content.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
-    optimizer = make_optimizer(image, method, lr)
+    pixels = content.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+    optimizer = make_optimizer(pixels, method, lr)
     while True:
         optimizer.zero_grad()
+        image = pixels.clamp(0.0, 1.0)
         terms = loss(image, content)
         terms["total"].backward()
-        yield image.detach().clone(), {name: float(value.detach()) for name, value in terms.items()}
-        # The closure hands over the loss just computed: its gradient is already in image.grad.
+        yield image.detach(), {name: float(value.detach()) for name, value in terms.items()}
+        # The closure hands over the loss just computed: its gradient is already in pixels.grad.
         optimizer.step(lambda terms=terms: terms["total"])
-        with torch.no_grad():
-            image.clamp_(0.0, 1.0)
 
 
 def optimize(
