@@ -21,14 +21,7 @@ log = logging.getLogger(__name__)
 
 def optimize_photo(cfg: DictConfig) -> None:
     """Check the settings, load the photo and the style, optimise, write cfg.output."""
-    import torch
-    from hydra.utils import instantiate
-
-    from stylenet.data import load_style_image
-    from stylenet.images import save_image, to_image
-    from stylenet.optimize import load_photo, optimize, resolve_lr, to_rgb
-
-    output = Path(cfg.output)  # every check before minutes of work, not after
+    output = Path(cfg.output)  # checked before importing torch, and before minutes of work
     if saveable_format(output.suffix) is None:
         kind = output.suffix or "extension-less"
         raise StylenetError(f"output {output}: cannot write {kind} files")
@@ -37,6 +30,14 @@ def optimize_photo(cfg: DictConfig) -> None:
     if cfg.size is not None:
         check_number("size", cfg.size, 32, integer=True)
     check_number("steps", cfg.steps, 0, integer=True)
+
+    import torch
+    from hydra.utils import instantiate
+
+    from stylenet.data import load_style_image
+    from stylenet.images import save_image, to_image
+    from stylenet.optimize import load_photo, optimize, resolve_lr, to_rgb
+
     resolve_lr(cfg.method, cfg.lr)
     photo, alpha = load_photo(cfg.content, cfg.size)
     device = torch.device(
