@@ -4,12 +4,13 @@
         [--gatys-count 2 --gatys-size 256 --steps 0,50,100,300] [--grid grid.png]
 
 For each model (an exported .onnx or a train.py checkpoint), on a fixed subset of held-out photos
-(evenly spaced in ../shared/data/photos/val, longer side --size): the style and content errors of
-stylenet.quality, the model's total training loss and its latency per image. Then, on the first
---gatys-count photos at --gatys-size (smaller when time demands: ~1.4 s per L-BFGS step at 256 px
-on 2 CPU cores), Gatys optimisation with the model's own loss weights and style scale: the same
-figures after each of --steps, and the step at which it first reaches the model's total loss, i.e.
-how many optimisation steps one forward pass of the network is worth. Prints Markdown.
+(evenly spaced in ../shared/data/photos/val, longer side at most --size, never enlarged): the
+style and content errors of stylenet.quality, the model's total training loss and its latency per
+image. Then, on the first --gatys-count photos at most --gatys-size px (smaller when time demands:
+~0.4 s per L-BFGS step at 256 px, ~1.5 s at 481x321 on 2 CPU cores), Gatys optimisation with the
+model's own loss weights and style scale: the same figures after each of --steps (0: the photo
+itself), and the step at which it first reaches the model's total loss, i.e. how many
+optimisation steps one forward pass of the network is worth. Prints Markdown.
 """
 
 import argparse
@@ -210,9 +211,9 @@ def main() -> None:
     parser.add_argument("models", nargs="+", type=Path, help=".onnx models or .ckpt checkpoints")
     parser.add_argument("--photos", type=Path, default=DATA_DIR / "photos" / "val")
     parser.add_argument("--count", type=int, default=8, help="photos for the model figures (8)")
-    parser.add_argument("--size", type=int, default=512, help="their longer side in px (512)")
+    parser.add_argument("--size", type=int, default=512, help="their longer side, max (512)")
     parser.add_argument("--gatys-count", type=int, default=2, help="photos for Gatys (2; 0: none)")
-    parser.add_argument("--gatys-size", type=int, default=256, help="their longer side (256)")
+    parser.add_argument("--gatys-size", type=int, default=256, help="its longer side, max (256)")
     parser.add_argument("--steps", default="0,50,100,300", help="Gatys step counts to report")
     parser.add_argument("--style", type=Path, help="style image, if the recorded one is not here")
     parser.add_argument("--vgg-weights", help="VGG16 weights (default: $STYLENET_VGG_WEIGHTS)")
@@ -229,17 +230,15 @@ def report(args: argparse.Namespace) -> None:
     steps = sorted({int(s) for s in args.steps.split(",")})
     photos = pick_photos(args.photos, args.count)
     gatys_photos = photos[: args.gatys_count]
-    print(
-        f"photos: {len(photos)} of {args.photos}, longer side {args.size} px: "
-        + ", ".join(p.name for p in photos)
-    )
+    tensors = {p.name: load_photo(p, args.size)[0] for p in photos}
+    sizes = ", ".join(f"{name} ({t.shape[3]}x{t.shape[2]})" for name, t in tensors.items())
+    print(f"photos: {len(photos)} of {args.photos}, longer side at most {args.size} px: {sizes}")
     if gatys_photos:
         print(
-            f"Gatys (L-BFGS) on {len(gatys_photos)} of them at {args.gatys_size} px: "
-            + ", ".join(p.name for p in gatys_photos)
+            f"Gatys (L-BFGS) on {len(gatys_photos)} of them, longer side at most "
+            f"{args.gatys_size} px: " + ", ".join(p.name for p in gatys_photos)
         )
     print(f"CPU threads: {torch.get_num_threads()}; torch {torch.__version__}\n")
-    tensors = {p.name: load_photo(p, args.size)[0] for p in photos}
     sheet_rows = {name: {"photo": to_rgb(photo)} for name, photo in tensors.items()}
     columns = ["photo"]
     for path in args.models:
@@ -263,7 +262,7 @@ def report(args: argparse.Namespace) -> None:
             results.append(result)
             sheet_rows[photo_path.name][model.name] = to_rgb(output)
         latency = statistics.median(r.seconds for r in results[1:] or results)  # 1st: warm-up
-        where = f"{len(photos)} x {args.size} px"
+        where = f"{len(photos)} x max {args.size} px"
         print(mean_row("model, 1 forward pass", where, results, f"{latency * 1000:.0f} ms"))
         columns.append(model.name)
         if not gatys_photos:
@@ -279,7 +278,7 @@ def report(args: argparse.Namespace) -> None:
             for label, image in run.images.items():
                 column = model_at if label == "model" else f"{label} ({model.name})"
                 sheet_rows[photo_path.name][column] = image
-        where = f"{len(gatys_photos)} x {args.gatys_size} px"
+        where = f"{len(gatys_photos)} x max {args.gatys_size} px"
         model_ms = statistics.mean(r.model.seconds for r in runs) * 1000
         print(
             mean_row("model, 1 forward pass", where, [r.model for r in runs], f"{model_ms:.0f} ms")

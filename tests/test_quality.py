@@ -66,8 +66,8 @@ def test_benchmark_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["quality.py", *map(str, args)])
     benchmark.main()
     out = capsys.readouterr().out
-    assert f"photos: 2 of {PHOTOS[0].parent}, longer side 64 px" in out
-    assert "Gatys (L-BFGS) on 1 of them at 48 px" in out
+    assert f"photos: 2 of {PHOTOS[0].parent}, longer side at most 64 px: " in out
+    assert "Gatys (L-BFGS) on 1 of them, longer side at most 48 px" in out
     rows = [line.split("|")[1:-1] for line in out.splitlines() if " px | " in line]
     assert [row[1].strip() for row in rows] == 2 * [
         "model, 1 forward pass",
