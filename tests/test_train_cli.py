@@ -57,6 +57,7 @@ def test_sweep_makes_one_run_folder_per_value(tmp_path):
     assert runs == ["0_wave", "1_the_scream"]
     for run in runs:
         assert (sweep / run / "checkpoints" / "last.ckpt").is_file()
+        assert f"run folder: {sweep / run}" in (sweep / run / "train.log").read_text()
 
 
 def test_ddp_with_two_cpu_processes(tmp_path):
