@@ -35,6 +35,7 @@ def train(cfg: DictConfig) -> None:
         optimizer=instantiate(cfg.optimizer),
         style_image=cfg.style.image,
         style_size=cfg.style.size,
+        compile_step=cfg.compile,
         config=run_config(cfg),
     )
     trainer = instantiate(

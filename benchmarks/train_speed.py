@@ -5,7 +5,8 @@
 Same network (full width by default), batch, image size, style image and loss value; fp32 on the
 CPU. (a) is how pytorch/examples' fast_neural_style computes a step: eager, NCHW, VGG16 run to
 relu4_3 on both the stylized output and the photo. (b) is `stylenet.loss.PerceptualLoss`: the
-photo only as deep as the content layer, Grams of the style computed once. Both use the same
+photo only as deep as the content layer, Grams of the style computed once; (c) is (b) through
+torch.compile, as train.py's `compile=true` runs it. All use the same
 relative loss, so their values on one batch must agree; the script checks it. Also prints the
 data loader's images/s alone (decoding, scaling, cropping with the configured workers).
 Needs the real VGG16 weights ($STYLENET_VGG_WEIGHTS or torchvision's download).
@@ -69,13 +70,15 @@ def time_steps(step: Callable[[], object], steps: int) -> list[float]:
     return times
 
 
-def training_step(network: nn.Module, loss_fn: Callable, photos: torch.Tensor) -> Callable:
-    """One Adam step of `network` on `photos` with `loss_fn(output, photos) -> scalar`."""
+def training_step(
+    network: nn.Module, total: Callable[[torch.Tensor], torch.Tensor], photos: torch.Tensor
+) -> Callable[[], float]:
+    """One Adam step of `network` on `photos`, `total(photos)` being the scalar loss."""
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(network(photos), photos)
+        loss = total(photos)
         loss.backward()
         optimizer.step()
         return loss.item()
@@ -124,20 +127,34 @@ def main() -> None:
         a_value, b_value = reference(out, photos).item(), loss(out, photos)["total"].item()
     assert abs(a_value - b_value) <= TOLERANCE * abs(a_value), (a_value, b_value)
 
+    nets = [copy.deepcopy(network) for _ in range(3)]
+
+    def stylenet_total(photos: torch.Tensor, net: nn.Module = nets[1]) -> torch.Tensor:
+        return loss(net(photos), photos)["total"]
+
+    def compiled_total(photos: torch.Tensor, net: nn.Module = nets[2]) -> torch.Tensor:
+        return loss(net(photos), photos)["total"]
+
     variants = {
         "(a) reference: eager, NCHW, full VGG on both": training_step(
-            copy.deepcopy(network), reference, photos
+            nets[0], lambda p: reference(nets[0](p), p), photos
         ),
         "(b) stylenet: photo to the content layer only": training_step(
-            copy.deepcopy(network), lambda o, p: loss(o, p)["total"], photos
+            nets[1], stylenet_total, photos
+        ),
+        "(c) stylenet, compile=true (torch.compile)": training_step(
+            nets[2], torch.compile(compiled_total), photos
         ),
     }
-    with FlopCounterMode(display=False) as counter:
-        next(iter(variants.values()))()
-    gflop_a = counter.get_total_flops() / 1e9
-    with FlopCounterMode(display=False) as counter:
-        list(variants.values())[1]()
-    gflop_b = counter.get_total_flops() / 1e9
+    start = time.perf_counter()
+    list(variants.values())[2]()  # the first call compiles
+    compile_seconds = time.perf_counter() - start
+    flops = []
+    for step in list(variants.values())[:2]:
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops.append(counter.get_total_flops() / 1e9)
+    flops.append(flops[1])  # (c) does (b)'s work, fused
 
     print(
         f"torch {torch.__version__}, {args.threads} threads; network width {args.width}, "
@@ -150,7 +167,7 @@ def main() -> None:
     print("| step | GFLOP | min s | median s | images/s (median) | GFLOP/s (median) |")
     print("|---|---:|---:|---:|---:|---:|")
     medians = []
-    for (name, step), gflop in zip(variants.items(), (gflop_a, gflop_b), strict=True):
+    for (name, step), gflop in zip(variants.items(), flops, strict=True):
         times = time_steps(step, args.steps)
         median = statistics.median(times)
         medians.append(median)
@@ -159,6 +176,10 @@ def main() -> None:
             f"{args.batch / median:.2f} | {gflop / median:.0f} |"
         )
     print(f"speed ratio b/a (images/s, median): {medians[0] / medians[1]:.2f}")
+    print(
+        f"speed ratio c/a (images/s, median): {medians[0] / medians[2]:.2f}; "
+        f"compiling took {compile_seconds:.0f} s, once"
+    )
     rate = loader_images_per_second(args.size, args.batch, args.workers, batches=20)
     print(f"data loader alone: {rate:.0f} images/s ({args.workers} workers)")
 

@@ -28,6 +28,7 @@ class StyleTransferModule(pl.LightningModule):
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         style_image: str,
         style_size: int = 512,
+        compile_step: bool = False,
         config: dict[str, Any] | None = None,
     ):
         super().__init__()
@@ -42,9 +43,16 @@ class StyleTransferModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         style = load_style_image(self.hparams.style_image, self.hparams.style_size)
         self.loss.set_style(style.to(self.device))
+        # Compiling network and loss as one function fuses the elementwise work around the
+        # convolutions; the module and its checkpoints stay as they are.
+        self.step_losses = torch.compile(self.losses) if self.hparams.compile_step else self.losses
+
+    def losses(self, photos: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss terms for stylizing a batch of photos."""
+        return self.loss(self.network(photos), photos)
 
     def training_step(self, photos: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        losses = self.loss(self.network(photos), photos)
+        losses = self.step_losses(photos)
         total = losses["total"]
         if not torch.isfinite(total):
             raise StylenetError(
@@ -56,7 +64,7 @@ class StyleTransferModule(pl.LightningModule):
         return total
 
     def validation_step(self, photos: torch.Tensor, batch_idx: int) -> None:
-        losses = self.loss(self.network(photos), photos)
+        losses = self.losses(photos)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
