@@ -129,21 +129,18 @@ def main() -> None:
 
     nets = [copy.deepcopy(network) for _ in range(3)]
 
-    def stylenet_total(photos: torch.Tensor, net: nn.Module = nets[1]) -> torch.Tensor:
-        return loss(net(photos), photos)["total"]
-
-    def compiled_total(photos: torch.Tensor, net: nn.Module = nets[2]) -> torch.Tensor:
-        return loss(net(photos), photos)["total"]
+    def stylenet_total(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda photos: loss(net(photos), photos)["total"]
 
     variants = {
         "(a) reference: eager, NCHW, full VGG on both": training_step(
             nets[0], lambda p: reference(nets[0](p), p), photos
         ),
         "(b) stylenet: photo to the content layer only": training_step(
-            nets[1], stylenet_total, photos
+            nets[1], stylenet_total(nets[1]), photos
         ),
         "(c) stylenet, compile=true (torch.compile)": training_step(
-            nets[2], torch.compile(compiled_total), photos
+            nets[2], torch.compile(stylenet_total(nets[2])), photos
         ),
     }
     start = time.perf_counter()

@@ -144,10 +144,8 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 def relative_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample ||x - target||^2 / ||target||^2 over all but the batch dimension."""
     dims = tuple(range(1, x.dim()))
-    target = target.expand_as(x)
-    return ((x.float() - target.float()) ** 2).sum(dims) / (target.float() ** 2).sum(
-        dims
-    ).clamp_min(1e-12)
+    x, target = x.float(), target.expand_as(x).float()
+    return ((x - target) ** 2).sum(dims) / (target**2).sum(dims).clamp_min(1e-12)
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:
@@ -206,9 +204,8 @@ class PerceptualLoss(nn.Module):
                 "PerceptualLoss.set_style() must be called before computing the loss"
             )
         out_features = self.vgg(output, self.style_layers + self.content_layers)
-        with (
-            torch.no_grad()
-        ):  # the photo's features are a target; they only need the content layers
+        # The photo's features are a target: no gradient, and only the content layers.
+        with torch.no_grad():
             content_features = self.vgg(content, self.content_layers)
         style = torch.stack(
             [
