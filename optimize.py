@@ -34,11 +34,13 @@ def optimize_photo(cfg: DictConfig) -> None:
     import torch
     from hydra.utils import instantiate
 
+    from stylenet.allocator import keep_freed_memory
     from stylenet.data import load_style_image
     from stylenet.images import save_image, to_image
     from stylenet.optimize import load_photo, optimize, resolve_lr, to_rgb
 
     resolve_lr(cfg.method, cfg.lr)
+    keep_freed_memory()  # each step reuses the last one's pages instead of faulting them in
     photo, alpha = load_photo(cfg.content, cfg.size)
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
