@@ -5,11 +5,11 @@
 Same network (full width by default), batch, image size, style image and loss value; fp32 on the
 CPU. (a) is how pytorch/examples' fast_neural_style computes a step: eager, NCHW, VGG16 run to
 relu4_3 on both the stylized output and the photo. (b0) is `stylenet.loss.PerceptualLoss`: the
-photo only as deep as the content layer, Grams of the style computed once; (b) adds
-`stylenet.allocator.keep_freed_memory()`, as train.py runs it; (c) is (b) through torch.compile,
-train.py's `compile=true`. All use the same relative loss, so their values on one batch must
-agree; the script checks it. Also prints the data loader's images/s alone (decoding, scaling,
-cropping with the configured workers).
+photo only as deep as the content layer, the VGG channels_last, the style's Grams computed once;
+(b) adds `stylenet.allocator.keep_freed_memory()`, as train.py runs it; (c) is (b) through
+torch.compile, train.py's `compile=true`. All use the same relative loss, so their values on one
+batch must agree; the script checks it. Also prints the data loader's images/s alone (decoding,
+scaling, cropping with the configured workers).
 Needs the real VGG16 weights ($STYLENET_VGG_WEIGHTS or torchvision's download).
 """
 
@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from stylenet.allocator import keep_freed_memory
 from stylenet.data import PhotoDataModule, load_style_image
-from stylenet.loss import PerceptualLoss, gram_matrix, relative_error
+from stylenet.loss import PerceptualLoss, VGGFeatures, gram_matrix, relative_error
 from stylenet.network import TransformerNet
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -42,9 +42,10 @@ class ReferenceLoss(nn.Module):
         super().__init__()
         self.loss = loss
         self.layers = loss.style_layers + loss.content_layers
+        self.vgg = VGGFeatures(self.layers, channels_last=False)
 
     def forward(self, output: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
-        vgg = self.loss.vgg
+        vgg = self.vgg
         out_features = vgg(output, self.layers)
         photo_features = vgg(photo, self.layers)  # all layers: as deep as the output's
         style = torch.stack(
@@ -139,7 +140,7 @@ def main() -> None:
     # keep_freed_memory(), as train.py does: it is process-wide and cannot be undone.
     variants = [
         ("(a) reference: eager, NCHW, full VGG on both", lambda p: reference(nets[0](p), p)),
-        ("(b0) stylenet eager, photo to the content layer only", stylenet_total(nets[1])),
+        ("(b0) stylenet eager: photo to the content layer, VGG NHWC", stylenet_total(nets[1])),
         ("(b) (b0) + freed memory kept (train.py)", stylenet_total(nets[2])),
         ("(c) (b) + compile=true (torch.compile)", torch.compile(stylenet_total(nets[3]))),
     ]

@@ -95,9 +95,16 @@ def _freeze(module: nn.Module) -> None:
 
 
 class VGGFeatures(nn.Module):
-    """Frozen VGG16 that returns named ReLU activations and runs only as deep as asked."""
+    """Frozen VGG16 that returns named ReLU activations and runs only as deep as asked.
 
-    def __init__(self, layers: Sequence[str], weights: str | None = None):
+    It runs channels_last (NHWC) by default: oneDNN's CPU convolutions take NHWC as it is and
+    run 25-40% faster on it than on NCHW, which they reorder for every call (cuDNN prefers NHWC
+    too). Its activations come out channels_last; `gram_matrix` and the losses take either.
+    """
+
+    def __init__(
+        self, layers: Sequence[str], weights: str | None = None, channels_last: bool = True
+    ):
         super().__init__()
         unknown = sorted(set(layers) - VGG16_LAYERS.keys())
         if unknown:
@@ -111,6 +118,8 @@ class VGGFeatures(nn.Module):
         for m in self.features.modules():
             if isinstance(m, nn.ReLU):
                 m.inplace = False  # an activation we return must not be overwritten later
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.features.to(memory_format=self.memory_format)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -118,7 +127,7 @@ class VGGFeatures(nn.Module):
         """Activations at `layers` for RGB images in [0, 1]; stops after the deepest one."""
         wanted = {VGG16_LAYERS[name]: name for name in layers}
         last = max(wanted)
-        x = (image - self.mean) / self.std
+        x = ((image - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         out = {}
         for i, layer in enumerate(self.features):
             x = layer(x)
@@ -137,8 +146,13 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """
     b, c, h, w = features.shape
     with torch.autocast(device_type=features.device.type, enabled=False):
-        f = features.float().reshape(b, c, h * w)
-        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+        if features.is_contiguous(memory_format=torch.channels_last):
+            f = features.float().permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view: no copy
+            gram = torch.bmm(f.transpose(1, 2), f)
+        else:
+            f = features.float().reshape(b, c, h * w)
+            gram = torch.bmm(f, f.transpose(1, 2))
+        return gram / (c * h * w)
 
 
 def relative_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,13 @@ def test_gram_matrix_by_hand():
     assert torch.allclose(gram_matrix(f)[0], expected)
 
 
+def test_gram_matrix_is_the_same_for_channels_last_features():
+    f = torch.randn(2, 8, 5, 7, generator=torch.Generator().manual_seed(0))
+    nhwc = f.contiguous(memory_format=torch.channels_last)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and not nhwc.is_contiguous()
+    assert torch.allclose(gram_matrix(nhwc), gram_matrix(f), atol=1e-6)
+
+
 def test_relative_error_by_hand():
     x = torch.tensor([[3.0, 4.0], [1.0, 1.0]])
     target = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
