@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from stylenet.errors import StylenetError
 from stylenet.images import Pixels, load_image, save_image, saveable_format, to_image
-from stylenet.runtime import Stylizer
+from stylenet.runtime import AUTO_TILE_PIXELS, TILE, Stylizer
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -103,6 +103,14 @@ class Tally:
     help="Same-size images run together (helps on GPUs).",
 )
 @click.option(
+    "--tile",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Run images larger than TILE x TILE pixels in overlapping tiles of that size, in "
+    f"bounded memory; 0: never. Default: tiles of {TILE} above {AUTO_TILE_PIXELS / 2**20:g} "
+    "megapixels.",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
@@ -126,6 +134,7 @@ def stylize(
     fmt: str | None,
     overwrite: bool,
     batch_size: int,
+    tile: int | None,
     threads: int | None,
     providers: tuple[str, ...],
 ) -> None:
@@ -136,7 +145,7 @@ def stylize(
         if saveable_format(suffix) is None:
             raise click.BadParameter(f"cannot write {fmt!r} files", param_hint="--format")
     try:
-        stylizer = Stylizer(model, providers=providers or None, threads=threads)
+        stylizer = Stylizer(model, providers=providers or None, threads=threads, tile=tile)
     except StylenetError as e:
         raise click.ClickException(str(e)) from None
     tally = Tally()
@@ -249,7 +258,7 @@ def run_chunk(
         )
     except Exception as e:  # onnxruntime failures (e.g. out of memory) have no common base class
         for job, _ in loaded:
-            tally.fail(job.source, f"stylizing failed ({e}); --max-size may help")
+            tally.fail(job.source, f"stylizing failed ({e}); --max-size or --tile may help")
         return
     for (job, pixels), rgb in zip(loaded, results, strict=True):
         alpha = pixels.alpha

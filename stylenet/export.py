@@ -3,6 +3,13 @@
 The exported graph is the network followed by a clamp to [0, 1], so every consumer of the file
 (stylenet.runtime, a web service calling onnxruntime directly) gets valid pixels. Input "image"
 and output "stylized" are float32 NCHW RGB in [0, 1] with dynamic batch, height and width.
+
+For tiled inference the graph also outputs the statistics every instance norm normalised with
+("norm_stats", [batch, K]), and has optional inputs: "given_norm_stats" ([1, K]) to normalise
+with where the boolean "use_given_norm_stats" is true (tiles), and the boolean "pool_norm_stats"
+to pool the statistics over the batch (crops of one image). The optional inputs are also
+initializers (zeros, false, false), which onnxruntime takes as defaults: feeding only "image"
+runs the plain network.
 """
 
 import hashlib
@@ -23,12 +30,24 @@ from torch import nn
 
 from stylenet.errors import StylenetError
 from stylenet.images import write_atomically
+from stylenet.network import TransformerNet
+from stylenet.runtime import (
+    GIVEN_STATS_NAME,
+    INPUT_NAME,
+    OPTIONAL_INPUTS,
+    OUTPUT_NAME,
+    POOL_STATS_NAME,
+    STATS_NAME,
+    USE_GIVEN_NAME,
+)
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "stylized"
 CONVENTION = (
     f"input '{INPUT_NAME}', output '{OUTPUT_NAME}': float32 NCHW RGB in [0, 1], "
-    "any batch, height and width; output clamped to [0, 1], same size as the input"
+    "any batch, height and width; output clamped to [0, 1], same size as the input; "
+    f"output '{STATS_NAME}' [batch, K]: each instance norm's channel means then variances; "
+    f"optional inputs '{GIVEN_STATS_NAME}' [1, K] and '{USE_GIVEN_NAME}' (bool): normalise with "
+    f"the given statistics (tiles of one image); '{POOL_STATS_NAME}' (bool): pool the "
+    "statistics over the batch (crops of one image)"
 )
 # (batch, height, width) compared before writing: odd sizes exercise the padding and cropping.
 PARITY_SIZES = ((1, 5, 7), (2, 33, 65), (1, 257, 191), (1, 256, 256))
@@ -36,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 class Clamped(nn.Module):
-    """The network as exported: output clamped to valid pixels (training sees it unclamped)."""
+    """The network's pixels as exported: clamped to [0, 1] (training sees them unclamped)."""
 
     def __init__(self, network: nn.Module):
         super().__init__()
@@ -46,11 +65,31 @@ class Clamped(nn.Module):
         return self.network(image).clamp(0.0, 1.0)
 
 
+class Exported(nn.Module):
+    """`Clamped`, with the instance-norm statistics out and in (`TransformerNet.forward_shared`)."""
+
+    def __init__(self, network: TransformerNet):
+        super().__init__()
+        self.network = network
+
+    def forward(
+        self, image: torch.Tensor, given: torch.Tensor, use_given: torch.Tensor, pool: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        stylized, stats = self.network.forward_shared(image, given, use_given, pool)
+        return stylized.clamp(0.0, 1.0), stats
+
+
+def plain_inputs(network: TransformerNet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The optional inputs' defaults: no statistics given, none pooled."""
+    stats = torch.zeros(1, 2 * sum(network.norm_channels()))
+    return stats, torch.tensor(False), torch.tensor(False)  # two: export merges repeats
+
+
 @dataclass
 class Checkpoint:
     """What export needs from a training checkpoint."""
 
-    network: nn.Module
+    network: TransformerNet
     config: dict[str, Any]
     steps: int
 
@@ -80,11 +119,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         network.load_state_dict(weights)
     except Exception as e:  # a config or weights that do not fit: say which, not a traceback
         raise StylenetError(f"cannot rebuild the network from {path}: {_first_line(e)}") from None
+    if not isinstance(network, TransformerNet):
+        raise StylenetError(f"{path}: export takes a TransformerNet, not {type(network).__name__}")
     return Checkpoint(network.eval(), config, int(ckpt.get("global_step", 0)))
 
 
-def to_onnx(network: nn.Module, opset: int) -> onnx.ModelProto:
-    """Export `Clamped(network)` with dynamic batch, height and width (torch.export based).
+def to_onnx(network: TransformerNet, opset: int) -> onnx.ModelProto:
+    """Export `Exported(network)` with dynamic batch, height and width (torch.export based).
 
     The example input has odd sizes and a batch of 2 so that no size is specialised; the legacy
     TorchScript exporter cannot be used: it bakes the padding for the example size into the graph.
@@ -92,13 +133,14 @@ def to_onnx(network: nn.Module, opset: int) -> onnx.ModelProto:
     dims = {
         axis: torch.export.Dim(name) for axis, name in ((0, "batch"), (2, "height"), (3, "width"))
     }
+    defaults = plain_inputs(network)
     program = torch.onnx.export(
-        Clamped(network).eval(),
-        (torch.rand(2, 3, 37, 53),),
+        Exported(network).eval(),
+        (torch.rand(2, 3, 37, 53), *defaults),
         dynamo=True,
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_shapes={"image": dims},
+        input_names=[INPUT_NAME, *OPTIONAL_INPUTS],
+        output_names=[OUTPUT_NAME, STATS_NAME],
+        dynamic_shapes={"image": dims, "given": None, "use_given": None, "pool": None},
         opset_version=opset,
         verbose=False,
     )
@@ -108,25 +150,51 @@ def to_onnx(network: nn.Module, opset: int) -> onnx.ModelProto:
     for dim, name in zip(output_dims, ("batch", "", "height", "width"), strict=True):
         if name:
             dim.dim_param = name
+    # The exporter's debugging notes (stack traces with local paths) are 60% of a small model.
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    # An initializer with an input's name is that input's default: the statistics are optional.
+    for name, default in zip(OPTIONAL_INPUTS, defaults, strict=True):
+        model.graph.initializer.append(onnx.numpy_helper.from_array(default.numpy(), name))
     return model
 
 
 def max_difference(
-    network: nn.Module, model: onnx.ModelProto, sizes: Sequence[tuple[int, int, int]]
+    network: TransformerNet, model: onnx.ModelProto, sizes: Sequence[tuple[int, int, int]]
 ) -> float:
-    """Largest |PyTorch - onnxruntime| over random inputs of the given (batch, height, width)."""
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    clamped = Clamped(network).eval()
+    """Largest |PyTorch - onnxruntime| over random inputs of the given (batch, height, width).
+
+    Each size runs three ways: plain; as a tile, with the statistics of another image that each
+    framework measured itself (so that wrong statistics show as wrong pixels); and pooled.
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # not the warning that the optional inputs stop constant folding
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    exported = Exported(network).eval()
     generator = torch.Generator().manual_seed(0)
+    zeros, no, _ = plain_inputs(network)
+    other = torch.rand(1, 3, 48, 64, generator=generator)
+    with torch.no_grad():
+        torch_stats = exported(other, zeros, no, no)[1]
+    (ort_stats,) = session.run([STATS_NAME], {INPUT_NAME: other.numpy()})
+    yes = torch.tensor(True)
+    ways = (
+        ((zeros, no, no), {}),
+        ((torch_stats, yes, no), {GIVEN_STATS_NAME: ort_stats, USE_GIVEN_NAME: yes.numpy()}),
+        ((zeros, no, yes), {POOL_STATS_NAME: yes.numpy()}),
+    )
     worst = 0.0
     for batch, height, width in sizes:
         image = torch.rand(batch, 3, height, width, generator=generator)
-        with torch.no_grad():
-            expected = clamped(image).numpy()
-        (actual,) = session.run(None, {INPUT_NAME: image.numpy()})
-        if actual.shape != expected.shape:
-            raise StylenetError(f"exported model gives {actual.shape} for {expected.shape}")
-        worst = max(worst, float(np.abs(actual - expected).max()))
+        for torch_inputs, ort_inputs in ways:
+            with torch.no_grad():
+                expected = exported(image, *torch_inputs)[0].numpy()
+            (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: image.numpy(), **ort_inputs})
+            if actual.shape != expected.shape:
+                raise StylenetError(f"exported model gives {actual.shape} for {expected.shape}")
+            worst = max(worst, float(np.abs(actual - expected).max()))
     return worst
 
 
@@ -144,6 +212,7 @@ def metadata(checkpoint: Checkpoint) -> dict[str, str]:
         "network": type(checkpoint.network).__name__,
         "network_width": str(getattr(checkpoint.network, "width", "unknown")),
         "network_num_res_blocks": str(getattr(checkpoint.network, "num_res_blocks", "unknown")),
+        "receptive_radius": str(checkpoint.network.receptive_radius()),
         "convention": CONVENTION,
     }
 

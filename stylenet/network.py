@@ -32,13 +32,44 @@ class ConvLayer(nn.Sequential):
         )
 
 
+class InstanceNorm(nn.InstanceNorm2d):
+    """nn.InstanceNorm2d (same parameters and state_dict keys) whose statistics can be shared.
+
+    Tiled inference must normalise every tile with the whole image's statistics: tiles normalised
+    with their own get their own colours and contrast, and seams. While `shared` is set (only
+    inside `TransformerNet.forward_shared`), the layer records the per-channel mean and variance
+    it normalised with, which are, as the boolean flags in `shared` say: the given statistics,
+    those of the whole batch pooled (crops of one image), or each image's own.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__(channels, affine=True)
+        self.shared: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.measured: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shared is None:
+            return super().forward(x)
+        given, use_given, pool = self.shared
+        mean, square = x.mean((2, 3)), (x * x).mean((2, 3))  # one pass less than var(x)
+        mean = torch.where(pool, mean.mean(0, keepdim=True), mean)
+        square = torch.where(pool, square.mean(0, keepdim=True), square)
+        given_mean, given_var = given.chunk(2, 1)
+        mean = torch.where(use_given, given_mean, mean)
+        var = torch.where(use_given, given_var, (square - mean * mean).clamp(min=0.0))
+        self.measured = torch.cat([mean, var], 1)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        shift = self.bias - mean * scale
+        return x * scale[..., None, None] + shift[..., None, None]
+
+
 class ConvNormReLU(nn.Sequential):
     """Convolution, instance norm, ReLU: the building block of the encoder and the decoder."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
         super().__init__(
             ConvLayer(in_channels, out_channels, kernel_size, stride),
-            nn.InstanceNorm2d(out_channels, affine=True),
+            InstanceNorm(out_channels),
             nn.ReLU(inplace=True),
         )
 
@@ -51,7 +82,7 @@ class ResidualBlock(nn.Module):
         self.body = nn.Sequential(
             ConvNormReLU(channels, channels, 3),
             ConvLayer(channels, channels, 3),
-            nn.InstanceNorm2d(channels, affine=True),
+            InstanceNorm(channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,3 +134,47 @@ class TransformerNet(nn.Module):
         # pad_h/pad_w from max() keep the multiple-of-4 property: MIN_SIDE is a multiple of 4.
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         return self.layers(x)[..., :height, :width]
+
+    def norm_channels(self) -> list[int]:
+        """Channels of each instance norm, in order: each has a mean and a variance per channel."""
+        return [m.num_features for m in self.modules() if isinstance(m, InstanceNorm)]
+
+    def forward_shared(
+        self, x: torch.Tensor, stats: torch.Tensor, use_stats: torch.Tensor, pool: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward`, also returning the statistics every instance norm normalised with.
+
+        Statistics are [batch, 2 * sum(norm_channels())]: per layer, the means then the variances.
+        Where the boolean `use_stats` is true, every layer uses `stats` ([1, K] or [batch, K])
+        instead of its own: tiles of one image all normalised like the whole image. Where the
+        boolean `pool` is true, the layers pool their statistics over the batch: crops of one
+        image normalised together measure the statistics of the image at its own scale.
+        """
+        norms = [m for m in self.modules() if isinstance(m, InstanceNorm)]
+        chunks = stats.split([2 * norm.num_features for norm in norms], dim=1)
+        for norm, chunk in zip(norms, chunks, strict=True):
+            norm.shared = (chunk, use_stats, pool)
+        try:
+            out = self(x)
+            measured = torch.cat([norm.measured for norm in norms], 1)
+        finally:
+            for norm in norms:
+                norm.shared = norm.measured = None
+        return out, measured
+
+    def receptive_radius(self) -> int:
+        """How far (in input pixels) an output pixel sees: tiles need at least this much overlap.
+
+        Each k x k convolution adds k // 2 pixels at its layer's scale (1, 2 or 4 input pixels);
+        a stride-2 convolution, undone later by a nearest upsampling, adds one more pixel at its
+        scale (an output pixel repeats its neighbour's value). Modules run in registration order.
+        """
+        radius, scale = 0, 1
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                stride = module.stride[0]
+                radius += (module.kernel_size[0] // 2 + stride - 1) * scale
+                scale *= stride
+            elif isinstance(module, nn.Upsample):
+                scale //= int(module.scale_factor)
+        return radius

@@ -11,6 +11,7 @@ from PIL import Image
 
 from images_fixtures import AMBER, PHOTOS, exported_model, messy_inputs
 from stylenet.cli import main
+from stylenet.runtime import AUTO_TILE_PIXELS, TILE, Stylizer
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +136,59 @@ def test_folders_globs_format_and_options(model: Path, tmp_path: Path):
     assert code == 1 and "no file matches" in stderr
     code, _, stderr = stylenet("stylize", tree, "-m", model, "-o", out, "--format", "xyz")
     assert code == 2 and "cannot write 'xyz' files" in stderr
+
+
+def peak_rss_mb(*args: str | Path) -> float:
+    """Run the CLI in a fresh process and return its peak resident memory in MB.
+
+    Through a wrapper process whose only child is the CLI: RUSAGE_CHILDREN of pytest itself
+    would include every subprocess run before.
+    """
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "subprocess.run(sys.argv[1:], check=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    stylenet_command = [sys.executable, "-c", "from stylenet.cli import main; main()"]
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, *stylenet_command, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.split()[-1]) / 1024  # Linux reports kB
+
+
+def test_huge_inputs_are_tiled_automatically_in_bounded_memory(model: Path, tmp_path: Path):
+    """A photo above AUTO_TILE_PIXELS runs in tiles of TILE without --tile, in a fraction of the
+    memory of the same photo whole (--tile 0)."""
+    photo = tmp_path / "huge.png"
+    Image.open(PHOTOS[0]).convert("RGB").resize((2200, 2000), Image.Resampling.BICUBIC).save(photo)
+    assert AUTO_TILE_PIXELS < 2200 * 2000
+    common = ["stylize", photo, "-m", model, "--threads", "1", "--format", "png", "-o"]
+    tiled_mb = peak_rss_mb(*common, tmp_path / "tiled")
+    whole_mb = peak_rss_mb(*common, tmp_path / "whole", "--tile", "0")
+    assert tiled_mb < whole_mb / 2, (tiled_mb, whole_mb)
+    tiled, whole = (
+        np.asarray(Image.open(tmp_path / folder / "huge_mosaic.png"))
+        for folder in ("tiled", "whole")
+    )
+    expected = Stylizer(model, threads=1, tile=TILE).stylize(Image.open(photo))
+    assert np.array_equal(tiled, np.asarray(expected)) and not np.array_equal(tiled, whole)
+
+
+def test_tile_option(model: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    code, stdout, _ = stylenet("stylize", AMBER, "-m", model, "-o", out, "--tile", "300")
+    assert code == 0 and "1 stylized" in stdout
+    assert Image.open(out / "amber_mosaic.jpg").size == (1080, 1080)
+    code, _, stderr = stylenet("stylize", AMBER, "-m", model, "-o", out, "--tile", "100")
+    assert code == 1
+    assert (
+        stderr.strip()
+        == "Error: tile must be 0 (no tiling) or at least 112 pixels for this model, got 100"
+    )
 
 
 def test_bad_model_is_one_line(tmp_path: Path):

@@ -39,7 +39,7 @@ def test_exported_model_matches_checkpoint_network(model: Path, shape: tuple[int
     image = torch.rand(shape[0], 3, *shape[1:], generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = network(image).clamp(0, 1).numpy()
-    (actual,) = session.run(None, {"image": image.numpy()})
+    (actual,) = session.run(["stylized"], {"image": image.numpy()})
     assert actual.shape == expected.shape
     assert np.abs(actual - expected).max() < 1e-4
 
@@ -51,8 +51,24 @@ def test_real_photo_parity(model: Path):
     with torch.no_grad():
         expected = network(image).clamp(0, 1).numpy()
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    (actual,) = session.run(None, {"image": image.numpy()})
+    (actual,) = session.run(["stylized"], {"image": image.numpy()})
     assert np.abs(actual - expected).max() < 1e-4
+
+
+def test_statistics_interface(model: Path):
+    """Besides image -> stylized: the statistics out, and optional inputs to give or pool them."""
+    graph = onnx.load(model).graph
+    optional = ["given_norm_stats", "use_given_norm_stats", "pool_norm_stats"]
+    assert [v.name for v in graph.input] == ["image", *optional]
+    assert [v.name for v in graph.output] == ["stylized", "norm_stats"]
+    assert set(optional) <= {i.name for i in graph.initializer}  # their defaults
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]  # the others may be left out
+    network = checkpoint_network(model.with_name("small.ckpt"))
+    sizes = [(1, 33, 65), (3, 40, 24)]
+    assert export.max_difference(network, onnx.load(model), sizes) < 1e-4  # all three ways
+    meta = {p.key: p.value for p in onnx.load(model).metadata_props}
+    assert meta["receptive_radius"] == str(network.receptive_radius()) == "25"
 
 
 def test_graph_is_dynamic_and_named(model: Path):

@@ -38,3 +38,60 @@ def test_output_depends_on_the_whole_image_not_the_padding():
     x2 = x.clone()
     x2[..., -1, -1] += 0.5  # a change in the last pixel shows up in the last output pixel
     assert not torch.allclose(net(x2)[..., -1, -1], y[..., -1, -1])
+
+
+def test_shared_statistics():
+    """forward_shared: own statistics as InstanceNorm2d, given ones instead, or pooled ones."""
+    torch.manual_seed(0)
+    net = TransformerNet(width=4, num_res_blocks=1).eval()
+    x = torch.rand(2, 3, 32, 48)
+    zeros = torch.zeros(1, 2 * sum(net.norm_channels()))
+    no, yes = torch.tensor(False), torch.tensor(True)
+    with torch.no_grad():
+        plain = net(x)
+        own, stats = net.forward_shared(x, zeros, no, no)
+        assert torch.allclose(own, plain, atol=1e-5) and stats.shape == (2, zeros.shape[1])
+        first_like_second, given = net.forward_shared(x[:1], stats[1:], yes, no)
+        assert torch.equal(given, stats[1:])
+        assert not torch.allclose(first_like_second, plain[:1], atol=1e-2)
+        # The second image given its own statistics is the second image.
+        second, _ = net.forward_shared(x[1:], stats[1:], yes, no)
+        assert torch.allclose(second, plain[1:], atol=1e-5)
+        twice, pooled = net.forward_shared(x[:1].expand(2, -1, -1, -1), zeros, no, yes)
+        assert torch.allclose(twice, plain[:1].expand(2, -1, -1, -1), atol=1e-5)
+        assert torch.allclose(pooled, stats[:1].expand(2, -1), atol=1e-4)
+        _, mixed = net.forward_shared(x, zeros, no, yes)
+        first_means = slice(0, net.norm_channels()[0])  # the first layer sees the images alone
+        assert torch.allclose(mixed[0, first_means], stats[:, first_means].mean(0), atol=1e-5)
+
+
+def test_checkpoints_unchanged():
+    """The shareable instance norm has nn.InstanceNorm2d's parameters and no buffers."""
+    net = TransformerNet(width=4, num_res_blocks=1)
+    assert not list(net.buffers())
+    assert [k for k in net.state_dict() if k.startswith("layers.0.")] == [
+        "layers.0.0.1.weight",
+        "layers.0.0.1.bias",
+        "layers.0.1.weight",
+        "layers.0.1.bias",
+    ]
+
+
+@pytest.mark.parametrize("blocks", [0, 2])
+def test_receptive_radius(blocks: int):
+    """With the statistics fixed, one pixel changes outputs exactly receptive_radius() away."""
+    torch.manual_seed(0)
+    net = TransformerNet(width=4, num_res_blocks=blocks).eval().double()
+    x = torch.rand(1, 3, 16, 160, dtype=torch.float64)
+    no, yes = torch.tensor(False), torch.tensor(True)
+    with torch.no_grad():
+        _, stats = net.forward_shared(x, torch.zeros(1, 2 * sum(net.norm_channels())), no, no)
+        before = net.forward_shared(x, stats, yes, no)[0]
+        reach = 0
+        for column in range(76, 84):  # every phase of the two stride-2 convolutions
+            changed = x.clone()
+            changed[..., column] += 1
+            after = net.forward_shared(changed, stats, yes, no)[0]
+            moved = (after - before).abs().amax((0, 1, 2)).nonzero().flatten()
+            reach = max(reach, column - int(moved.min()), int(moved.max()) - column)
+    assert reach == net.receptive_radius() == 17 + 8 * blocks

@@ -123,6 +123,71 @@ def test_providers(model: Path, monkeypatch):
     assert runtime.default_providers() == ["CPUExecutionProvider"]
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
+
+
+def test_tiles_join_without_seams_on_a_real_photo(model: Path, monkeypatch):
+    """amber.jpg (1080 x 1080) in tiles of 256: the whole image's result, within 35 dB PSNR.
+
+    It is just over `STATS_PIXELS`, so the tiles share statistics pooled from crops; given the
+    exact statistics instead, the tiles' kept centres are the whole image's pixels.
+    """
+    photo = np.asarray(Image.open(AMBER).convert("RGB"))
+    assert photo.shape[0] * photo.shape[1] > runtime.STATS_PIXELS
+    whole = Stylizer(model, threads=1, tile=0).stylize(photo)
+    tiled = Stylizer(model, threads=1, tile=256)
+    assert tiled.tile_for(*photo.shape[:2]) == 256
+    assert psnr(tiled.stylize(photo), whole) >= 35
+    monkeypatch.setattr(runtime, "STATS_PIXELS", photo.shape[0] * photo.shape[1])
+    assert np.abs(tiled.stylize(photo).astype(int) - whole).max() <= 1  # no seam at all
+
+
+def test_spans_cover_the_image_once_with_aligned_overlapping_windows():
+    for length, tile, overlap in [(1080, 256, 28), (1000, 1024, 60), (9, 120, 28), (4001, 300, 60)]:
+        spans = runtime._spans(length, tile, overlap)
+        kept = [(w.start + k.start, w.start + k.stop) for w, k, _ in spans]
+        assert [(p.start, p.stop) for _, _, p in spans] == kept
+        starts, stops = zip(*kept, strict=True)
+        assert starts[0] == 0 and starts[1:] == stops[:-1] and stops[-1] == length
+        for window, keep, _ in spans:
+            assert window.start % 4 == 0 and window.stop - window.start <= tile
+            assert keep.start >= min(overlap, window.start)  # context before the kept part
+            assert window.stop - window.start - keep.stop >= min(overlap, length - window.stop)
+
+
+def test_when_images_are_tiled(model: Path, tmp_path: Path):
+    auto = Stylizer(model)
+    assert auto.overlap == 28  # receptive radius 25, rounded up to a multiple of 4
+    big = runtime.AUTO_TILE_PIXELS // 1000 + 1
+    assert auto.tile_for(1000, big) == runtime.TILE and auto.tile_for(1000, big - 1) is None
+    assert Stylizer(model, tile=0).tile_for(1000, big) is None
+    assert Stylizer(model, tile=200).tile_for(200, 201) == 200
+    assert Stylizer(model, tile=200).tile_for(200, 200) is None
+    with pytest.raises(StylenetError, match="at least 112 pixels for this model, got 100"):
+        Stylizer(model, tile=100)
+    old = old_model(model, tmp_path / "old.onnx")
+    assert Stylizer(old).tile_for(1000, big) is None  # runs whole, as before
+    with pytest.raises(StylenetError, match="cannot be tiled") as error:
+        Stylizer(old, tile=512)
+    assert "\n" not in str(error.value)
+
+
+def old_model(model: Path, path: Path) -> Path:
+    """`model` as exported before tiled inference: one input, one output, no statistics."""
+    proto = onnx.load(model)
+    del proto.graph.input[1:]
+    del proto.graph.output[1:]
+    onnx.save(proto, path)
+    return path
+
+
+def test_old_models_still_stylize(model: Path, tmp_path: Path):
+    old = Stylizer(old_model(model, tmp_path / "old.onnx"))
+    photo = np.asarray(Image.open(PHOTOS[0]).convert("RGB"))
+    assert np.array_equal(old.stylize(photo), Stylizer(model).stylize(photo))
+
+
 def not_a_stylenet_model(path: Path) -> Path:
     """A valid ONNX model with the wrong interface: a 1-D float vector in and out."""
     vector = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n"])
