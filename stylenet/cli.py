@@ -1,4 +1,5 @@
-"""The `stylenet` command: stylize photos with an exported model (`stylize`), describe one (`info`).
+"""The `stylenet` command: stylize photos with an exported model (`stylize`), describe one (`info`),
+make an int8 copy of one (`quantize`).
 
 Torch-free: it runs on the base install (onnxruntime, numpy, pillow, tqdm, click). A bad input
 file costs one line naming it and the reason; the other inputs are still processed, and the exit
@@ -299,6 +300,46 @@ def info(model: Path) -> None:
         with contextlib.suppress(ValueError):  # not written by export.py: show it as it is
             config = json.dumps(json.loads(config), indent=2)
         click.echo(f"training_config: {config}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--calibration",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of photos (searched recursively) to measure the int8 ranges on.",
+)
+@click.option(
+    "--output", "-o", required=True, type=click.Path(path_type=Path), help="The int8 model."
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Calibration photos, spread over the folder.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def quantize(model: Path, calibration: Path, output: Path, count: int, overwrite: bool) -> None:
+    """Write an int8 copy of MODEL (static quantisation calibrated on photos): a third of the
+    size, faster on CPUs with int8 dot products, and within about 28 dB PSNR of the original.
+
+    Needs the onnx package (pip install 'stylenet[train]').
+    """
+    try:
+        from stylenet.quantize import quantize_model
+    except ModuleNotFoundError as e:
+        if e.name != "onnx":
+            raise
+        raise click.ClickException(
+            "stylenet quantize needs the onnx package: pip install 'stylenet[train]'"
+        ) from None
+    try:
+        used = quantize_model(model, calibration, output, count, overwrite)
+    except StylenetError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {output}: int8, calibrated on {used} photos from {calibration}")
 
 
 def _chunks(jobs: list[Job], size: int) -> Iterator[list[Job]]:
