@@ -4,7 +4,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import PHOTOS, STYLES, compose_train
+from conftest import PHOTOS, ROOT, STYLES, compose_train
 from stylenet.data import PhotoDataset, find_images
 from stylenet.errors import StylenetError
 from stylenet.loss import PerceptualLoss
@@ -163,3 +163,17 @@ def test_compiled_step_trains_and_computes_the_same_loss(tmp_path, photo_folder)
         torch.cat([g.flatten() for g in compiled_grads]),
     )
     assert (compiled_grad - eager_grad).norm() <= 1e-3 * eager_grad.norm()
+
+
+def test_experiment_recipe_overrides_the_groups():
+    """experiment=cpu_fast composes last: its values win over train.yaml's groups."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        default = compose("train")
+        fast = compose("train", overrides=["experiment=cpu_fast"])
+    assert (default.network.width, fast.network.width) == (32, 16)
+    assert fast.trainer.max_steps < default.trainer.max_steps
+    assert fast.data.image_size == default.data.image_size  # what the recipe leaves alone stays
