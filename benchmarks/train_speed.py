@@ -136,8 +136,8 @@ def main() -> None:
     def stylenet_total(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda photos: loss(net(photos), photos)["total"]
 
-    # (name, step, GFLOP counted on which step); rows after DEFAULT_MALLOC_ROWS run with
-    # keep_freed_memory(), as train.py does: it is process-wide and cannot be undone.
+    # (name, loss of the photos); rows after DEFAULT_MALLOC_ROWS run with keep_freed_memory(), as
+    # train.py does: it is process-wide and cannot be undone.
     variants = [
         ("(a) reference: eager, NCHW, full VGG on both", lambda p: reference(nets[0](p), p)),
         ("(b0) stylenet eager: photo to the content layer, VGG NHWC", stylenet_total(nets[1])),
@@ -178,9 +178,9 @@ def main() -> None:
             f"| {name} | {gflop:.0f} | {min(times):.2f} | {median:.2f} | "
             f"{args.batch / median:.2f} | {gflop / median:.0f} |"
         )
-    for row in ("b0", "b", "c"):
-        index = ["a", "b0", "b", "c"].index(row)
-        print(f"speed ratio {row}/a (images/s, median): {medians[0] / medians[index]:.2f}")
+    for (name, _), median in zip(variants[1:], medians[1:], strict=True):
+        row = name.split()[0].strip("()")
+        print(f"speed ratio {row}/a (images/s, median): {medians[0] / median:.2f}")
     print(f"compiling (c) took {compile_seconds:.0f} s, once")
     rate = loader_images_per_second(args.size, args.batch, args.workers, batches=20)
     print(f"data loader alone: {rate:.0f} images/s ({args.workers} workers)")

@@ -135,6 +135,11 @@ def to_image(rgb: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
     return image
 
 
+def readable_suffixes() -> set[str]:
+    """The file extensions Pillow can open (".jpg", ".tif", ...): what folders are scanned for."""
+    return {ext for ext, name in Image.registered_extensions().items() if name in Image.OPEN}
+
+
 def saveable_format(suffix: str) -> str | None:
     """Pillow's format name for writing files with this extension (".jpg" -> "JPEG"), else None."""
     name = Image.registered_extensions().get(suffix.lower())

@@ -138,9 +138,13 @@ class TransformerNet(nn.Module):
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         return self.layers(x)[..., :height, :width]
 
+    def norms(self) -> list[InstanceNorm]:
+        """The instance norms, in the order they run."""
+        return [m for m in self.modules() if isinstance(m, InstanceNorm)]
+
     def norm_channels(self) -> list[int]:
         """Channels of each instance norm, in order: each has a mean and a variance per channel."""
-        return [m.num_features for m in self.modules() if isinstance(m, InstanceNorm)]
+        return [norm.num_features for norm in self.norms()]
 
     def forward_shared(
         self, x: torch.Tensor, stats: torch.Tensor, use_stats: torch.Tensor, pool: torch.Tensor
@@ -153,8 +157,8 @@ class TransformerNet(nn.Module):
         boolean `pool` is true, the layers pool their statistics over the batch: crops of one
         image normalised together measure the statistics of the image at its own scale.
         """
-        norms = [m for m in self.modules() if isinstance(m, InstanceNorm)]
-        chunks = stats.split([2 * norm.num_features for norm in norms], dim=1)
+        norms = self.norms()
+        chunks = stats.split([2 * channels for channels in self.norm_channels()], dim=1)
         for norm, chunk in zip(norms, chunks, strict=True):
             norm.shared = (chunk, use_stats, pool)
         try:

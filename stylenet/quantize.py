@@ -17,10 +17,9 @@ from onnxruntime.quantization import (
     QuantType,
     quantize_static,
 )
-from PIL import Image
 
 from stylenet.errors import StylenetError
-from stylenet.images import load_image, write_atomically
+from stylenet.images import load_image, readable_suffixes, write_atomically
 from stylenet.runtime import INPUT_NAME, Stylizer
 
 # Calibration photos are shrunk to this longer side: the ranges are those of normalised
@@ -45,7 +44,7 @@ def calibration_photos(folder: Path, count: int) -> list[np.ndarray]:
     """Up to `count` readable photos spread evenly over `folder` (searched recursively)."""
     if not folder.is_dir():
         raise StylenetError(f"calibration folder not found: {folder}")
-    readable = {ext for ext, name in Image.registered_extensions().items() if name in Image.OPEN}
+    readable = readable_suffixes()
     files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in readable)
     photos = []
     for index in np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int):
