@@ -1,13 +1,16 @@
 """Inference speed and memory of exported models in onnxruntime, fp32 and int8, whole and tiled.
 
     .venv/bin/python benchmarks/inference.py [--width 32 16 16 8 --blocks 5 5 3 3]
-        [--threads N --repeats 5 --tiled 6000x4000]
+        [--trained A.onnx B.onnx ...] [--threads N --repeats 5 --tiled 6000x4000]
 
 For each network (width and residual blocks, paired), random weights (speed does not depend on
-training) are exported as `export.py` does and quantized as `stylenet quantize` does (calibrated
-on ../shared/data/photos/train). Each case then runs in a fresh process, through the runtime users
-get (`Stylizer`), so that its peak resident memory is its own: batch 1 at 512x512 and 1080x1080
-run whole, the tiled size in the default tiles. Prints Markdown tables.
+training) are exported as `export.py` does, or with --trained the given exported models are used
+instead (their shapes from their training config). Each is quantized as `stylenet quantize` does
+(calibrated on ../shared/data/photos/train). Each case then runs in a fresh process, through the
+runtime users get (`Stylizer`), so that its peak resident memory is its own: batch 1 at 512x512
+and 1080x1080 run whole, the tiled size in the default tiles. Trained models also get their
+quality figures (benchmarks/quality.py's style and content errors and total training loss, mean
+over --count held-out photos at most --size px). Prints Markdown tables.
 """
 
 import argparse
@@ -56,7 +59,8 @@ def peak_rss_mb() -> float:
 
 def run_case(model: Path, size: tuple[int, int], args: argparse.Namespace, tiled: bool) -> dict:
     """`measure` in a fresh process: peak RSS counts this case only."""
-    command = [sys.executable, __file__, "--measure", str(model), "--size", f"{size[1]}x{size[0]}"]
+    command = [sys.executable, __file__, "--measure", str(model)]
+    command += ["--case-size", f"{size[1]}x{size[0]}"]
     command += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
     result = subprocess.run([*command, *(["--tile"] if tiled else [])], capture_output=True)
     if result.returncode != 0:
@@ -76,25 +80,59 @@ def gflop(width: int, blocks: int, height: int, image_width: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def export_models(width: int, blocks: int, folder: Path) -> dict[str, Path]:
-    """fp32 and int8 models of a random-weight network, as export.py and quantize make them."""
+def export_random(width: int, blocks: int, folder: Path) -> Path:
+    """A random-weight network as export.py writes it."""
     import onnx
     import torch
 
     from stylenet.export import to_onnx
     from stylenet.network import TransformerNet
-    from stylenet.quantize import quantize_model
 
     torch.manual_seed(0)
     network = TransformerNet(width, blocks).eval()
     model = to_onnx(network, opset=18)
     radius = str(network.receptive_radius())
     onnx.helper.set_model_props(model, {"receptive_radius": radius})  # what tiling reads
-    fp32 = folder / f"w{width}b{blocks}.onnx"
-    onnx.save(model, fp32)
-    int8 = folder / f"w{width}b{blocks}-int8.onnx"
+    path = folder / f"w{width}b{blocks}.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def with_int8(fp32: Path, int8: Path) -> dict[str, Path]:
+    """The model and its int8 copy, as `stylenet quantize` makes it."""
+    from stylenet.quantize import quantize_model
+
     quantize_model(fp32, DATA_DIR / "photos" / "train", int8, count=8)
     return {"fp32": fp32, "int8": int8}
+
+
+def trained_shape(model: Path) -> tuple[int, int]:
+    """(width, residual blocks) that an exported model's training config records."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
+    network = json.loads(props.get("training_config") or "{}").get("network") or {}
+    if "width" not in network or "num_res_blocks" not in network:
+        sys.exit(f"{model} records no network shape: export it with export.py")
+    return network["width"], network["num_res_blocks"]
+
+
+def quality_figures(model: Path, count: int, size: int) -> str:
+    """Mean style error, content error and total loss of `model` on held-out photos, as cells."""
+    import quality  # benchmarks/quality.py, beside this script
+
+    from stylenet.optimize import load_photo
+
+    loaded = quality.load_model(model)
+    judge = quality.Judge.of(loaded, None, None)
+    photos = quality.pick_photos(DATA_DIR / "photos" / "val", count)
+    mean = quality.mean_result(
+        [
+            quality.measure(loaded, judge.loss, judge.scorer, load_photo(photo, size)[0])[0]
+            for photo in photos
+        ]
+    )
+    return f"{mean.style:.3f} | {mean.content:.3f} | {mean.total:.3f}"
 
 
 def cpu() -> str:
@@ -112,43 +150,55 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, nargs="+", default=[32, 16, 16, 8])
     parser.add_argument("--blocks", type=int, nargs="+", default=[5, 5, 3, 3])
+    parser.add_argument("--trained", type=Path, nargs="+", help="exported models to measure")
+    parser.add_argument("--count", type=int, default=8, help="held-out photos for quality (8)")
+    parser.add_argument("--size", type=int, default=512, help="their longer side, max (512)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="onnxruntime threads")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per whole-image case")
     parser.add_argument("--tiled", default="6000x4000", help="WxH run tiled (full width only)")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # one case, in a child
-    parser.add_argument("--size", help=argparse.SUPPRESS)
+    parser.add_argument("--case-size", help=argparse.SUPPRESS)
     parser.add_argument("--tile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        width, height = map(int, args.size.split("x"))
+        width, height = map(int, args.case_size.split("x"))
         repeats = 1 if args.tile else args.repeats
         print(json.dumps(measure(args.measure, width, height, args.threads, repeats, args.tile)))
         return
     if len(args.width) != len(args.blocks):
         parser.error("--width and --blocks pair up: give as many of each")
+    if args.trained:
+        args.width, args.blocks = map(list, zip(*map(trained_shape, args.trained), strict=True))
 
     import onnxruntime as ort
 
+    weights = "trained weights" if args.trained else "random weights"
     print(f"CPU: {cpu()}; {os.cpu_count()} logical cores; onnxruntime {ort.__version__}")
-    print(f"{args.threads} threads, batch 1, random weights, median of {args.repeats} runs\n")
-    header = "| network | precision | " + " | ".join(
-        f"{w}x{h} GFLOP | {w}x{h} ms | {w}x{h} peak MB" for h, w in SIZES
-    )
-    print(header + " |")
-    print("|---|---|" + "---:|" * 3 * len(SIZES))
+    print(f"{args.threads} threads, batch 1, {weights}, median of {args.repeats} runs")
+    columns = ["network", "precision"]
+    if args.trained:
+        print(f"quality: mean over {args.count} held-out photos, longer side <= {args.size} px")
+        columns += ["style error", "content error", "total loss"]
+    print()
+    columns += [f"{w}x{h} {c}" for h, w in SIZES for c in ("GFLOP", "ms", "peak MB")]
+    print("| " + " | ".join(columns) + " |")
+    print("|---|---|" + "---:|" * (len(columns) - 2))
     tiled_size = tuple(map(int, args.tiled.split("x")))[::-1]
     tiled_rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for width, blocks in zip(args.width, args.blocks, strict=True):
-            models = export_models(width, blocks, Path(folder))
+        for i, (width, blocks) in enumerate(zip(args.width, args.blocks, strict=True)):
+            fp32 = args.trained[i] if args.trained else export_random(width, blocks, Path(folder))
             flops = [gflop(width, blocks, *size) for size in SIZES]
-            for precision, model in models.items():
-                cells = []
+            label = f"{width} x {blocks}" + (f" ({fp32.name})" if args.trained else "")
+            for precision, model in with_int8(fp32, Path(folder) / f"{i}-int8.onnx").items():
+                cells = [label, precision]
+                if args.trained:
+                    cells.append(quality_figures(model, args.count, args.size))
                 for size, g in zip(SIZES, flops, strict=True):
                     case = run_case(model, size, args, tiled=False)
                     cells.append(f"{g:.0f} | {case['ms']:.0f} | {case['rss_mb']:.0f}")
-                print(f"| {width} x {blocks} | {precision} | {' | '.join(cells)} |", flush=True)
-                if (width, blocks) == (args.width[0], args.blocks[0]):
+                print(f"| {' | '.join(cells)} |", flush=True)
+                if i == 0:
                     tiled_rows.append((precision, run_case(model, tiled_size, args, tiled=True)))
     print(
         f"\nTiled (default tiles), {args.tiled} ({np.prod(tiled_size) / 1e6:.0f} MP), "

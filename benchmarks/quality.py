@@ -20,7 +20,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,9 @@ class Result:
     content: float
     total: float
     seconds: float
+
+
+RESULT_FIELDS = [f.name for f in fields(Result)]
 
 
 @dataclass
@@ -123,6 +126,26 @@ def build_loss(config: dict, vgg_weights: str | None) -> tuple[PerceptualLoss, s
     return instantiate({**loss_config, "vgg_weights": vgg_weights}), source
 
 
+@dataclass
+class Judge:
+    """What scores one model: its own training loss and the quality scorer, set to its style."""
+
+    loss: PerceptualLoss
+    scorer: Scorer
+    style_file: Path
+    style_size: int
+    source: str  # where the loss settings came from
+
+    @classmethod
+    def of(cls, model: Model, style: Path | None, vgg_weights: str | None) -> "Judge":
+        loss, source = build_loss(model.config, vgg_weights)
+        style_size = (model.config.get("style") or {}).get("size", 512)
+        style_file = style_path(model.config, style)
+        image = load_style_image(style_file, style_size)
+        loss.set_style(image)
+        return cls(loss, Scorer(image, vgg=loss.vgg), style_file, style_size, source)
+
+
 def pick_photos(folder: Path, count: int) -> list[Path]:
     """`count` photos evenly spaced over the sorted folder: a fixed, varied subset."""
     files = find_images(folder)
@@ -171,12 +194,18 @@ def run_gatys(
     return run, elapsed / max(1, max(steps))
 
 
+def mean_result(results: list[Result]) -> Result:
+    """The mean of each figure."""
+    return Result(*(statistics.mean(getattr(r, key) for r in results) for key in RESULT_FIELDS))
+
+
 def mean_row(label: str, photos: str, results: list[Result], time_text: str) -> str:
     """A Markdown row of mean figures."""
-    style, content, total = (
-        statistics.mean(getattr(r, key) for r in results) for key in ("style", "content", "total")
+    mean = mean_result(results)
+    return (
+        f"| {photos} | {label} | {mean.style:.3f} | {mean.content:.3f} | {mean.total:.3f} "
+        f"| {time_text} |"
     )
-    return f"| {photos} | {label} | {style:.3f} | {content:.3f} | {total:.3f} | {time_text} |"
 
 
 def contact_sheet(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[str]) -> Image.Image:
@@ -243,16 +272,13 @@ def report(args: argparse.Namespace) -> None:
     columns = ["photo"]
     for path in args.models:
         model = load_model(path)
-        loss, source = build_loss(model.config, args.vgg_weights)
-        style_size = (model.config.get("style") or {}).get("size", 512)
-        style_file = style_path(model.config, args.style)
-        style = load_style_image(style_file, style_size)
-        loss.set_style(style)
-        scorer = Scorer(style, vgg=loss.vgg)
+        judge = Judge.of(model, args.style, args.vgg_weights)
+        loss, scorer = judge.loss, judge.scorer
         print(
-            f"## {model.name}: style {style_file.name} at {style_size} px; loss from {source}: "
-            f"style_weight {loss.style_weight}, content_weight {loss.content_weight} "
-            f"({', '.join(loss.content_layers)}), tv_weight {loss.tv_weight}\n"
+            f"## {model.name}: style {judge.style_file.name} at {judge.style_size} px; loss from "
+            f"{judge.source}: style_weight {loss.style_weight}, content_weight "
+            f"{loss.content_weight} ({', '.join(loss.content_layers)}), "
+            f"tv_weight {loss.tv_weight}\n"
         )
         print("| photos | method | style error | content error | total loss | time per image |")
         print("|---|---|---:|---:|---:|---:|")

@@ -92,14 +92,59 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-class UpsampleConv(nn.Sequential):
-    """Nearest-neighbour x2 upsampling then a convolution: no checkerboard, unlike ConvTranspose."""
+# PHASE_TAPS[a, p, k]: how much row k of a 3x3 kernel adds to tap p of the 2x2 kernel that computes
+# the output rows of parity a (even 0, odd 1) of "upsample x2 nearest, reflection-pad 1, 3x3 conv".
+# Even row 2i sees upsampled rows 2i-1, 2i, 2i+1 = input rows i-1, i, i: taps (k0, k1 + k2);
+# odd row 2i+1 sees 2i, 2i+1, 2i+2 = input rows i, i, i+1: taps (k0 + k1, k2). Columns likewise.
+# At the borders, reflecting the upsampled image by one pixel repeats the input's edge pixel, so
+# the input is padded by edge replication.
+PHASE_TAPS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+
+def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """conv3x3(reflection_pad(upsample_nearest_x2(x), 1)) without building the upsampled image.
+
+    Each of the four output phases (row parity a, column parity b) is a 2x2 convolution of the
+    input, so one convolution with four times the output channels computes them all: 16 instead
+    of 36 multiply-adds per input pixel and channel pair, and no tensor four times the input's
+    size (nor its padded copy) to write, read and keep for the backward pass.
+    """
+    out_channels, in_channels = weight.shape[:2]
+    taps = PHASE_TAPS.to(weight)
+    kernels = torch.einsum("apk,oikl,bql->aboipq", taps, weight, taps)
+    # edge replication by one pixel, by concatenation: under torch.compile the backward of
+    # F.pad(mode="replicate") failed a stride check (torch 2.14) once the gradient was channels-last
+    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], 2)
+    x = torch.cat([x[..., :1], x, x[..., -1:]], 3)
+    y = F.conv2d(
+        x,
+        kernels.reshape(4 * out_channels, in_channels, 2, 2),
+        bias.repeat(4),
+    )
+    batch, _, height, width = y.shape  # one more than the input in each direction
+    y = y.view(batch, 2, 2, out_channels, height, width)
+    phases = [y[:, a, b, :, a : a + height - 1, b : b + width - 1] for a in (0, 1) for b in (0, 1)]
+    # pixel_shuffle puts channel 4c + 2a + b at output pixel (2i + a, 2j + b) of channel c
+    stacked = torch.stack(phases, 2).reshape(batch, 4 * out_channels, height - 1, width - 1)
+    return F.pixel_shuffle(stacked, 2)
+
+
+class UpsampleConv(nn.Sequential):
+    """Nearest x2 upsampling, then a 3x3 convolution: unlike ConvTranspose, no checkerboard.
+
+    The layers below define the function (and the state_dict keys); `forward` computes the same
+    with `upsample_conv3x3`, 2.25x fewer multiply-adds and no upsampled copy of the input.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
         super().__init__(
             nn.Upsample(scale_factor=2, mode="nearest"),
-            ConvNormReLU(in_channels, out_channels, kernel_size),
+            ConvNormReLU(in_channels, out_channels, 3),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm, relu = self[1][0][1], self[1][1], self[1][2]
+        return relu(norm(upsample_conv3x3(x, conv.weight, conv.bias)))
 
 
 class TransformerNet(nn.Module):
@@ -125,8 +170,8 @@ class TransformerNet(nn.Module):
             ConvNormReLU(w1, w2, 3, stride=2),
             ConvNormReLU(w2, w3, 3, stride=2),
             *(ResidualBlock(w3) for _ in range(num_res_blocks)),
-            UpsampleConv(w3, w2, 3),
-            UpsampleConv(w2, w1, 3),
+            UpsampleConv(w3, w2),
+            UpsampleConv(w2, w1),
             ConvLayer(w1, 3, 9),
         )
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from stylenet.network import TransformerNet
+from stylenet.network import TransformerNet, UpsampleConv, upsample_conv3x3
 
 
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (33, 65), (64, 64), (257, 191)])
@@ -63,6 +63,24 @@ def test_shared_statistics():
         _, mixed = net.forward_shared(x, zeros, no, yes)
         first_means = slice(0, net.norm_channels()[0])  # the first layer sees the images alone
         assert torch.allclose(mixed[0, first_means], stats[:, first_means].mean(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (5, 9), (12, 8)])
+def test_upsample_conv_computes_the_layers_it_declares(size):
+    """The fused forward equals upsample, reflection pad and 3x3 conv: values and gradients."""
+    torch.manual_seed(0)
+    layer = UpsampleConv(6, 4).double()
+    upsample, conv = layer[0], layer[1][0]  # nn.Upsample, ConvLayer (reflection pad + conv)
+    x = torch.rand(2, 6, *size, dtype=torch.float64, requires_grad=True)
+    weight, bias = conv[1].weight, conv[1].bias
+    fused, plain = upsample_conv3x3(x, weight, bias), conv(upsample(x))
+    assert fused.shape == plain.shape == (2, 4, 2 * size[0], 2 * size[1])
+    torch.testing.assert_close(fused, plain)
+    target = torch.rand_like(plain)  # an uneven weighting, so every output pixel matters
+    grads = [torch.autograd.grad((y * target).sum(), (x, weight, bias)) for y in (fused, plain)]
+    for fused_grad, plain_grad in zip(*grads, strict=True):
+        torch.testing.assert_close(fused_grad, plain_grad)
+    torch.testing.assert_close(layer(x), nn.Sequential.forward(layer, x))
 
 
 def test_checkpoints_unchanged():
