@@ -6,6 +6,7 @@ ECCV 2016), with the two changes everyone adopted since:
   Normalization: The Missing Ingredient for Fast Stylization"), and
 - nearest-neighbour upsampling followed by a convolution instead of transposed convolutions, which
   leave checkerboard artefacts (Odena et al. 2016, https://distill.pub/2016/deconv-checkerboard/).
+  Computed without the upsampled image (`upsample_conv3x3`): the same function, less work.
 
 Images are float RGB in [0, 1], NCHW. The output is not clamped: the loss sees the raw values and
 whoever turns the output into pixels clamps it.
@@ -30,6 +31,19 @@ class ConvLayer(nn.Sequential):
             nn.ReflectionPad2d(kernel_size // 2),
             nn.Conv2d(in_channels, out_channels, kernel_size, stride),
         )
+
+
+class OutputConv(ConvLayer):
+    """The last ConvLayer (to 3 channels), convolved channels-last.
+
+    With 3 output channels, oneDNN's NCHW kernels ran at ~35 GFLOP/s on the 2-core Xeon; NHWC
+    took 173 instead of 297 ms forward and backward for full width, batch 4, 256 px. Export is
+    unaffected: ONNX has no memory formats.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad, conv = self
+        return conv(pad(x).contiguous(memory_format=torch.channels_last))
 
 
 class InstanceNorm(nn.InstanceNorm2d):
@@ -92,48 +106,38 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-# PHASE_TAPS[a, p, k]: how much row k of a 3x3 kernel adds to tap p of the 2x2 kernel that computes
-# the output rows of parity a (even 0, odd 1) of "upsample x2 nearest, reflection-pad 1, 3x3 conv".
-# Even row 2i sees upsampled rows 2i-1, 2i, 2i+1 = input rows i-1, i, i: taps (k0, k1 + k2);
-# odd row 2i+1 sees 2i, 2i+1, 2i+2 = input rows i, i, i+1: taps (k0 + k1, k2). Columns likewise.
-# At the borders, reflecting the upsampled image by one pixel repeats the input's edge pixel, so
-# the input is padded by edge replication.
-PHASE_TAPS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+# Nearest x2 upsampling, reflection padding by 1 and a 3x3 convolution with kernel rows k0, k1, k2
+# give output row 2i the input rows i-1, i, i (k0 + (k1 + k2)) and row 2i+1 the rows i, i, i+1
+# ((k0 + k1) + k2): each input row reaches four output rows with taps k2, k1 + k2, k0 + k1, k0, in
+# that order. That is a stride-2 transposed convolution with a 4-tap kernel, TAPS @ rows; the same
+# holds for columns. At the borders, reflecting the upsampled image repeats the input's edge, so
+# the input is edge-replicated by one pixel first.
+TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 
 def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """conv3x3(reflection_pad(upsample_nearest_x2(x), 1)) without building the upsampled image.
 
-    Each of the four output phases (row parity a, column parity b) is a 2x2 convolution of the
-    input, so one convolution with four times the output channels computes them all: 16 instead
-    of 36 multiply-adds per input pixel and channel pair, and no tensor four times the input's
-    size (nor its padded copy) to write, read and keep for the backward pass.
+    As one transposed convolution with a 4x4 kernel tied to the 3x3 one: 16 instead of 36
+    multiply-adds per input pixel and channel pair, and no tensor four times the input's size (nor
+    its padded copy) to write, read and keep for the backward pass. Odena et al.'s checkerboards
+    come from *learned* transposed kernels; this one is the upsample-convolution, exactly.
     """
-    out_channels, in_channels = weight.shape[:2]
-    taps = PHASE_TAPS.to(weight)
-    kernels = torch.einsum("apk,oikl,bql->aboipq", taps, weight, taps)
-    # edge replication by one pixel, by concatenation: under torch.compile the backward of
-    # F.pad(mode="replicate") failed a stride check (torch 2.14) once the gradient was channels-last
+    taps = TAPS.to(weight)
+    kernel = torch.einsum("tk,oikl,ul->iotu", taps, weight, taps)  # (in, out, 4, 4)
+    # edge replication by concatenation: under torch.compile the backward of F.pad(mode=
+    # "replicate") failed a stride check (torch 2.14) once its gradient was channels-last
     x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], 2)
     x = torch.cat([x[..., :1], x, x[..., -1:]], 3)
-    y = F.conv2d(
-        x,
-        kernels.reshape(4 * out_channels, in_channels, 2, 2),
-        bias.repeat(4),
-    )
-    batch, _, height, width = y.shape  # one more than the input in each direction
-    y = y.view(batch, 2, 2, out_channels, height, width)
-    phases = [y[:, a, b, :, a : a + height - 1, b : b + width - 1] for a in (0, 1) for b in (0, 1)]
-    # pixel_shuffle puts channel 4c + 2a + b at output pixel (2i + a, 2j + b) of channel c
-    stacked = torch.stack(phases, 2).reshape(batch, 4 * out_channels, height - 1, width - 1)
-    return F.pixel_shuffle(stacked, 2)
+    # output 2 * (n + 2 - 1) - 2 * 3 + 4 = 2n: rows from the replicated pixels fall off the edges
+    return F.conv_transpose2d(x, kernel, bias, stride=2, padding=3)
 
 
 class UpsampleConv(nn.Sequential):
     """Nearest x2 upsampling, then a 3x3 convolution: unlike ConvTranspose, no checkerboard.
 
     The layers below define the function (and the state_dict keys); `forward` computes the same
-    with `upsample_conv3x3`, 2.25x fewer multiply-adds and no upsampled copy of the input.
+    with `upsample_conv3x3`: 2.25x fewer multiply-adds and no upsampled copy of the input.
     """
 
     def __init__(self, in_channels: int, out_channels: int):
@@ -172,7 +176,7 @@ class TransformerNet(nn.Module):
             *(ResidualBlock(w3) for _ in range(num_res_blocks)),
             UpsampleConv(w3, w2),
             UpsampleConv(w2, w1),
-            ConvLayer(w1, 3, 9),
+            OutputConv(w1, 3, 9),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
