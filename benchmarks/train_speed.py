@@ -20,7 +20,6 @@ import copy
 import os
 import statistics
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from stylenet.allocator import keep_freed_memory
 from stylenet.data import PhotoDataModule, load_style_image
 from stylenet.loss import PerceptualLoss, VGGFeatures, gram_matrix, relative_error
-from stylenet.network import TransformerNet, UpsampleConv
+from stylenet.network import TransformerNet
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TOLERANCE = 1e-5  # relative: the two losses differ only by float summation order
@@ -64,14 +63,6 @@ class ReferenceLoss(nn.Module):
             ]
         ).mean()
         return self.loss.content_weight * content + self.loss.style_weight * style
-
-
-def plain_upsampling(network: TransformerNet) -> TransformerNet:
-    """The network computing its upsampling layers as declared: upsample, pad, then convolve."""
-    for module in network.modules():
-        if isinstance(module, UpsampleConv):
-            module.forward = types.MethodType(nn.Sequential.forward, module)
-    return network
 
 
 def time_steps(step: Callable[[], object], steps: int) -> list[float]:
@@ -137,7 +128,8 @@ def main() -> None:
     data.setup()
     photos = torch.stack([data.train_set[i] for i in range(args.batch)])
     network = TransformerNet(args.width, args.blocks)
-    nets = [plain_upsampling(copy.deepcopy(network))] + [copy.deepcopy(network) for _ in range(3)]
+    nets = [copy.deepcopy(network) for _ in range(4)]
+    nets[0].fuse_upsampling(False)  # pytorch/examples builds the upsampled images
     with torch.no_grad():
         a_value = reference(nets[0](photos), photos).item()
         b_value = loss(nets[1](photos), photos)["total"].item()

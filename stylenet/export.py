@@ -12,6 +12,7 @@ initializers (zeros, false, false), which onnxruntime takes as defaults: feeding
 runs the plain network.
 """
 
+import copy
 import hashlib
 import json
 import logging
@@ -135,7 +136,7 @@ def to_onnx(network: TransformerNet, opset: int) -> onnx.ModelProto:
     }
     defaults = plain_inputs(network)
     program = torch.onnx.export(
-        Exported(network).eval(),
+        Exported(copy.deepcopy(network).fuse_upsampling(False)).eval(),
         (torch.rand(2, 3, 37, 53), *defaults),
         dynamo=True,
         input_names=[INPUT_NAME, *OPTIONAL_INPUTS],

@@ -145,8 +145,11 @@ class UpsampleConv(nn.Sequential):
             nn.Upsample(scale_factor=2, mode="nearest"),
             ConvNormReLU(in_channels, out_channels, 3),
         )
+        self.fused = True  # False: run the layers as declared (TransformerNet.fuse_upsampling)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fused:
+            return super().forward(x)
         conv, norm, relu = self[1][0][1], self[1][1], self[1][2]
         return relu(norm(upsample_conv3x3(x, conv.weight, conv.bias)))
 
@@ -186,6 +189,16 @@ class TransformerNet(nn.Module):
         # pad_h/pad_w from max() keep the multiple-of-4 property: MIN_SIDE is a multiple of 4.
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         return self.layers(x)[..., :height, :width]
+
+    def fuse_upsampling(self, fused: bool) -> "TransformerNet":
+        """Upsampling layers through `upsample_conv3x3` (True: the default, for training) or as
+        declared (False: for export). Same function; onnxruntime runs the declared layers about
+        as fast and in ~145 MB less memory at 1080x1080 (its ConvTranspose keeps a column buffer).
+        """
+        for module in self.modules():
+            if isinstance(module, UpsampleConv):
+                module.fused = fused
+        return self
 
     def norms(self) -> list[InstanceNorm]:
         """The instance norms, in the order they run."""

@@ -16,7 +16,7 @@ from PIL import Image
 from images_fixtures import PHOTOS, ROOT, exported_model, make_checkpoint, run_export
 from stylenet import export
 from stylenet.errors import StylenetError
-from stylenet.network import TransformerNet
+from stylenet.network import TransformerNet, UpsampleConv
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,16 @@ def test_statistics_interface(model: Path):
     assert export.max_difference(network, onnx.load(model), sizes) < 1e-4  # all three ways
     meta = {p.key: p.value for p in onnx.load(model).metadata_props}
     assert meta["receptive_radius"] == str(network.receptive_radius()) == "25"
+
+
+def test_upsampling_exported_as_declared(model: Path):
+    """onnxruntime's ConvTranspose (training's fused upsampling) kept a ~145 MB column buffer at
+    1080x1080: the graph upsamples, then convolves; the caller's network stays fused."""
+    ops = [node.op_type for node in onnx.load(model).graph.node]
+    assert "ConvTranspose" not in ops and ops.count("Resize") == 2
+    network = TransformerNet(width=4, num_res_blocks=0)
+    export.to_onnx(network, opset=18)
+    assert all(m.fused for m in network.modules() if isinstance(m, UpsampleConv))
 
 
 def test_graph_is_dynamic_and_named(model: Path):
