@@ -134,7 +134,7 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) 
 
 
 class UpsampleConv(nn.Sequential):
-    """Nearest x2 upsampling, then a 3x3 convolution: unlike ConvTranspose, no checkerboard.
+    """Nearest x2 upsampling, then a 3x3 conv: no checkerboard, unlike a learned ConvTranspose.
 
     The layers below define the function (and the state_dict keys); `forward` computes the same
     with `upsample_conv3x3`: 2.25x fewer multiply-adds and no upsampled copy of the input.
