@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -117,22 +118,25 @@ def trained_shape(model: Path) -> tuple[int, int]:
     return network["width"], network["num_res_blocks"]
 
 
-def quality_figures(model: Path, count: int, size: int) -> str:
-    """Mean style error, content error and total loss of `model` on held-out photos, as cells."""
+def quality_scorer(model: Path, count: int, size: int) -> Callable[[Path], str]:
+    """Mean style error, content error and total loss on held-out photos, as table cells, of
+    `model` or a copy of it (its int8 one): loss, style and photos are prepared once."""
     import quality  # benchmarks/quality.py, beside this script
 
     from stylenet.optimize import load_photo
 
-    loaded = quality.load_model(model)
-    judge = quality.Judge.of(loaded, None, None)
-    photos = quality.pick_photos(DATA_DIR / "photos" / "val", count)
-    mean = quality.mean_result(
-        [
-            quality.measure(loaded, judge.loss, judge.scorer, load_photo(photo, size)[0])[0]
-            for photo in photos
-        ]
-    )
-    return f"{mean.style:.3f} | {mean.content:.3f} | {mean.total:.3f}"
+    judge = quality.Judge.of(quality.load_model(model), None, None)
+    photos = [
+        load_photo(p, size)[0] for p in quality.pick_photos(DATA_DIR / "photos" / "val", count)
+    ]
+
+    def cells(variant: Path) -> str:
+        loaded = quality.load_model(variant)
+        results = [quality.measure(loaded, judge.loss, judge.scorer, photo)[0] for photo in photos]
+        mean = quality.mean_result(results)
+        return f"{mean.style:.3f} | {mean.content:.3f} | {mean.total:.3f}"
+
+    return cells
 
 
 def cpu() -> str:
@@ -190,10 +194,11 @@ def main() -> None:
             fp32 = args.trained[i] if args.trained else export_random(width, blocks, Path(folder))
             flops = [gflop(width, blocks, *size) for size in SIZES]
             label = f"{width} x {blocks}" + (f" ({fp32.name})" if args.trained else "")
+            score = quality_scorer(fp32, args.count, args.size) if args.trained else None
             for precision, model in with_int8(fp32, Path(folder) / f"{i}-int8.onnx").items():
                 cells = [label, precision]
-                if args.trained:
-                    cells.append(quality_figures(model, args.count, args.size))
+                if score:
+                    cells.append(score(model))
                 for size, g in zip(SIZES, flops, strict=True):
                     case = run_case(model, size, args, tiled=False)
                     cells.append(f"{g:.0f} | {case['ms']:.0f} | {case['rss_mb']:.0f}")
