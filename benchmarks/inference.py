@@ -1,16 +1,16 @@
 """Inference speed and memory of exported models in onnxruntime, fp32 and int8, whole and tiled.
 
-    .venv/bin/python benchmarks/inference.py [--width 32 16 16 8 --blocks 5 5 3 3]
+    .venv/bin/python benchmarks/inference.py [--width 32 16 16 8 --blocks 5 5 3 3 --stages 2 ...]
         [--trained A.onnx B.onnx ...] [--threads N --repeats 5 --tiled 6000x4000]
 
-For each network (width and residual blocks, paired), random weights (speed does not depend on
-training) are exported as `export.py` does, or with --trained the given exported models are used
+For each network (width, residual blocks and stages, paired), random weights (speed does not depend
+on training) are exported as `export.py` does, or with --trained the given exported models are used
 instead (their shapes from their training config). Each is quantized as `stylenet quantize` does
 (calibrated on ../shared/data/photos/train). Each case then runs in a fresh process, through the
-runtime users get (`Stylizer`), so that its peak resident memory is its own: batch 1 at 512x512
-and 1080x1080 run whole, the tiled size in the default tiles. Trained models also get their
-quality figures (benchmarks/quality.py's style and content errors and total training loss, mean
-over --count held-out photos at most --size px). Prints Markdown tables.
+runtime users get (`Stylizer`), so that its peak resident memory is its own: batch 1 at 512x512 and
+1080x1080 run whole, the tiled size in the default tiles. Trained models also get their quality
+figures (benchmarks/quality.py's style and content errors and total training loss, mean over --count
+held-out photos at most --size px). Prints Markdown tables.
 """
 
 import argparse
@@ -69,7 +69,7 @@ def run_case(model: Path, size: tuple[int, int], args: argparse.Namespace, tiled
     return json.loads(result.stdout)
 
 
-def gflop(width: int, blocks: int, height: int, image_width: int) -> float:
+def gflop(shape: tuple[int, int, int], height: int, image_width: int) -> float:
     """Convolution GFLOP (2 per multiply-add) of one image as exported, counted on shapes only."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -77,11 +77,11 @@ def gflop(width: int, blocks: int, height: int, image_width: int) -> float:
     from stylenet.network import TransformerNet
 
     with torch.device("meta"), FlopCounterMode(display=False) as counter:
-        TransformerNet(width, blocks).fuse_upsampling(False)(torch.empty(1, 3, height, image_width))
+        TransformerNet(*shape).fuse_upsampling(False)(torch.empty(1, 3, height, image_width))
     return counter.get_total_flops() / 1e9
 
 
-def export_random(width: int, blocks: int, folder: Path) -> Path:
+def export_random(shape: tuple[int, int, int], folder: Path) -> Path:
     """A random-weight network as export.py writes it."""
     import onnx
     import torch
@@ -90,11 +90,12 @@ def export_random(width: int, blocks: int, folder: Path) -> Path:
     from stylenet.network import TransformerNet
 
     torch.manual_seed(0)
-    network = TransformerNet(width, blocks).eval()
+    network = TransformerNet(*shape).eval()
     model = to_onnx(network, opset=18)
-    radius = str(network.receptive_radius())
-    onnx.helper.set_model_props(model, {"receptive_radius": radius})  # what tiling reads
-    path = folder / f"w{width}b{blocks}.onnx"
+    radius, downsample = str(network.receptive_radius()), str(network.downsample)
+    # what tiling reads
+    onnx.helper.set_model_props(model, {"receptive_radius": radius, "downsample": downsample})
+    path = folder / "w{}b{}s{}.onnx".format(*shape)
     onnx.save(model, path)
     return path
 
@@ -107,15 +108,15 @@ def with_int8(fp32: Path, int8: Path) -> dict[str, Path]:
     return {"fp32": fp32, "int8": int8}
 
 
-def trained_shape(model: Path) -> tuple[int, int]:
-    """(width, residual blocks) that an exported model's training config records."""
+def trained_shape(model: Path) -> tuple[int, int, int]:
+    """(width, residual blocks, stages) that an exported model's training config records."""
     import onnx
 
     props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
     network = json.loads(props.get("training_config") or "{}").get("network") or {}
     if "width" not in network or "num_res_blocks" not in network:
         sys.exit(f"{model} records no network shape: export it with export.py")
-    return network["width"], network["num_res_blocks"]
+    return network["width"], network["num_res_blocks"], network.get("stages", 2)
 
 
 def quality_scorer(model: Path, count: int, size: int) -> Callable[[Path], str]:
@@ -139,6 +140,12 @@ def quality_scorer(model: Path, count: int, size: int) -> Callable[[Path], str]:
     return cells
 
 
+def label_of(shape: tuple[int, int, int]) -> str:
+    """ "width x blocks", with the stages when not the paper's two."""
+    width, blocks, stages = shape
+    return f"{width} x {blocks}" + (f", {stages} stages" if stages != 2 else "")
+
+
 def cpu() -> str:
     """The CPU model and the vector extensions that matter here, from /proc/cpuinfo."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -154,6 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, nargs="+", default=[32, 16, 16, 8])
     parser.add_argument("--blocks", type=int, nargs="+", default=[5, 5, 3, 3])
+    parser.add_argument("--stages", type=int, nargs="+", help="stride-2 stages (2 each)")
     parser.add_argument("--trained", type=Path, nargs="+", help="exported models to measure")
     parser.add_argument("--count", type=int, default=8, help="held-out photos for quality (8)")
     parser.add_argument("--size", type=int, default=512, help="their longer side, max (512)")
@@ -169,10 +177,12 @@ def main() -> None:
         repeats = 1 if args.tile else args.repeats
         print(json.dumps(measure(args.measure, width, height, args.threads, repeats, args.tile)))
         return
-    if len(args.width) != len(args.blocks):
-        parser.error("--width and --blocks pair up: give as many of each")
+    stages = args.stages or [2] * len(args.width)
+    if not len(args.width) == len(args.blocks) == len(stages):
+        parser.error("--width, --blocks and --stages pair up: give as many of each")
+    shapes = list(zip(args.width, args.blocks, stages, strict=True))
     if args.trained:
-        args.width, args.blocks = map(list, zip(*map(trained_shape, args.trained), strict=True))
+        shapes = [trained_shape(model) for model in args.trained]
 
     import onnxruntime as ort
 
@@ -190,10 +200,10 @@ def main() -> None:
     tiled_size = tuple(map(int, args.tiled.split("x")))[::-1]
     tiled_rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for i, (width, blocks) in enumerate(zip(args.width, args.blocks, strict=True)):
-            fp32 = args.trained[i] if args.trained else export_random(width, blocks, Path(folder))
-            flops = [gflop(width, blocks, *size) for size in SIZES]
-            label = f"{width} x {blocks}" + (f" ({fp32.name})" if args.trained else "")
+        for i, shape in enumerate(shapes):
+            fp32 = args.trained[i] if args.trained else export_random(shape, Path(folder))
+            flops = [gflop(shape, *size) for size in SIZES]
+            label = label_of(shape) + (f" ({fp32.name})" if args.trained else "")
             score = quality_scorer(fp32, args.count, args.size) if args.trained else None
             for precision, model in with_int8(fp32, Path(folder) / f"{i}-int8.onnx").items():
                 cells = [label, precision]
@@ -207,7 +217,7 @@ def main() -> None:
                     tiled_rows.append((precision, run_case(model, tiled_size, args, tiled=True)))
     print(
         f"\nTiled (default tiles), {args.tiled} ({np.prod(tiled_size) / 1e6:.0f} MP), "
-        f"{args.width[0]} x {args.blocks[0]}, one run:\n"
+        f"{label_of(shapes[0])}, one run:\n"
     )
     print("| precision | s per image | peak MB |")
     print("|---|---:|---:|")

@@ -1,6 +1,7 @@
 """Training-step speed: the reference recipe in plain PyTorch (a) vs stylenet's training step (b).
 
     .venv/bin/python benchmarks/train_speed.py [--size 256 --batch 4 --rounds 4 --steps 2]
+    python benchmarks/train_speed.py --device cuda --rounds 2 --steps 20   # on a GPU
 
 Same network (full width by default), batch, image size, style image and loss value; fp32 on the
 CPU. (a) is how pytorch/examples' fast_neural_style computes a step: eager, NCHW, the decoder's
@@ -14,6 +15,9 @@ batch must agree; the script checks it. Each variant runs in a process of its ow
 setting cannot be undone), one after the other, for --rounds rounds of --steps timed steps after
 a warm-up step: the VM's drift over minutes then touches every variant alike. Also prints the data
 loader's images/s alone (decoding, scaling, cropping with the configured workers).
+With --device cuda the variants are the GPU's: (a), (b0) in fp32 (TF32 convolutions, PyTorch's
+default), then bf16 autocast as `trainer=gpu` runs it, the network channels_last too, and
+torch.compile in fp32 and bf16; the losses are compared with TF32 off.
 Needs the real VGG16 weights ($STYLENET_VGG_WEIGHTS or torchvision's download).
 """
 
@@ -38,15 +42,34 @@ from stylenet.data import PhotoDataModule, load_style_image
 from stylenet.loss import PerceptualLoss, VGGFeatures, gram_matrix, relative_error
 from stylenet.network import TransformerNet
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(
+    os.environ.get("STYLENET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 TOLERANCE = 1e-5  # relative: the two losses differ only by float summation order
-# key: (row label, freed memory kept, torch.compile)
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    keep_memory: bool = False  # stylenet.allocator.keep_freed_memory (CPU memory)
+    compiled: bool = False  # torch.compile of network and loss
+    bf16: bool = False  # bf16 autocast (trainer=gpu's bf16-mixed)
+    channels_last: bool = False  # the transformer network's weights and input NHWC
+
+
 VARIANTS = {
-    "a": ("(a) reference: eager, NCHW, full VGG on both", False, False),
-    "b0": ("(b0) stylenet eager: fused upsampling, photo to relu2_2, VGG NHWC", False, False),
-    "b": ("(b) (b0) + freed memory kept (train.py)", True, False),
-    "c": ("(c) (b) + compile=true (torch.compile)", True, True),
+    "a": Variant("(a) reference: eager, NCHW, full VGG on both"),
+    "b0": Variant("(b0) stylenet eager: fused upsampling, photo to relu2_2, VGG NHWC"),
+    "b": Variant("(b) (b0) + freed memory kept (train.py)", keep_memory=True),
+    "c": Variant("(c) (b) + compile=true (torch.compile)", keep_memory=True, compiled=True),
+    "bf16": Variant("(b0) + bf16 autocast (trainer=gpu)", bf16=True),
+    "bf16_cl": Variant(
+        "(b0) + bf16 autocast + network channels_last", bf16=True, channels_last=True
+    ),
+    "c_fp32": Variant("(b0) + torch.compile, fp32", compiled=True),
+    "c_bf16": Variant("(b0) + torch.compile + bf16 autocast", compiled=True, bf16=True),
 }
+DEFAULT_VARIANTS = {"cpu": "a,b0,b,c", "cuda": "a,b0,bf16,bf16_cl,c_fp32,c_bf16"}
 
 
 class ReferenceLoss(nn.Module):
@@ -79,7 +102,7 @@ class ReferenceLoss(nn.Module):
 
 def time_steps(step: Callable[[], object], steps: int) -> tuple[float, list[float]]:
     """Seconds of a warm-up call of `step` (allocations, kernel choice, compiling), then of each
-    of `steps` calls."""
+    of `steps` calls. Each step ends with `.item()`, so GPU steps are timed to their end."""
     start = time.perf_counter()
     step()
     warm_up = time.perf_counter() - start
@@ -135,6 +158,7 @@ def make_setup(args: argparse.Namespace) -> Setup:
     """The same loss, batch and initial weights in every process (fixed seed)."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True  # as trainer=gpu runs (Lightning's default on CUDA)
     loss = PerceptualLoss(style_weight=3.0)
     loss.set_style(load_style_image(SHARED / "styles" / "mosaic.jpg", 512))
     data = PhotoDataModule(
@@ -142,14 +166,20 @@ def make_setup(args: argparse.Namespace) -> Setup:
     )
     data.setup()
     photos = torch.stack([data.train_set[i] for i in range(args.batch)])
-    network = TransformerNet(args.width, args.blocks)
-    return Setup(loss, ReferenceLoss(loss), photos, network)
+    network = TransformerNet(args.width, args.blocks, args.stages)
+    device = torch.device(args.device)
+    reference = ReferenceLoss(loss).to(device)  # loss's buffers moved with it: shared
+    return Setup(loss, reference, photos.to(device), network.to(device))
 
 
 def variant_step(variant: str, setup: Setup) -> Callable[[], float]:
     """One training step of `variant` on a copy of the setup's network."""
-    _, keep_memory, compiled = VARIANTS[variant]
+    how = VARIANTS[variant]
     network = copy.deepcopy(setup.network)
+    photos = setup.photos
+    if how.channels_last:
+        network = network.to(memory_format=torch.channels_last)
+        photos = photos.contiguous(memory_format=torch.channels_last)
     if variant == "a":
         network.fuse_upsampling(False)  # pytorch/examples builds the upsampled images
 
@@ -160,15 +190,22 @@ def variant_step(variant: str, setup: Setup) -> Callable[[], float]:
         def total(photos: torch.Tensor) -> torch.Tensor:
             return setup.loss(network(photos), photos)["total"]
 
-    if keep_memory:
+    if how.bf16:
+        plain_total = total
+
+        def total(photos: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(photos.device.type, torch.bfloat16):
+                return plain_total(photos)
+
+    if how.keep_memory:
         keep_freed_memory()  # process-wide: this process runs one variant
-    return training_step(network, torch.compile(total) if compiled else total, setup.photos)
+    return training_step(network, torch.compile(total) if how.compiled else total, photos)
 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict:
     """`time_steps` of one variant in a fresh process: {"warm_up": s, "times": [s, ...]}."""
     command = [sys.executable, __file__, "--variant", variant]
-    for name in ("size", "batch", "width", "blocks", "steps", "threads"):
+    for name in ("size", "batch", "width", "blocks", "stages", "steps", "threads", "device"):
         command += [f"--{name}", str(getattr(args, name))]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -182,43 +219,52 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="photos per step (4)")
     parser.add_argument("--width", type=int, default=32, help="network width (32)")
     parser.add_argument("--blocks", type=int, default=5, help="residual blocks (5)")
+    parser.add_argument("--stages", type=int, default=2, help="stride-2 stages (2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
+    parser.add_argument("--variants", help="comma-separated keys of VARIANTS (device's default)")
     parser.add_argument("--rounds", type=int, default=4, help="rounds over the variants (4)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per variant a round (2)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--workers", type=int, default=2, help="data loader workers (2)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # in a child
     args = parser.parse_args()
+    variants = (args.variants or DEFAULT_VARIANTS[torch.device(args.device).type]).split(",")
+    if "a" not in variants or not set(variants) <= set(VARIANTS):
+        parser.error(f"--variants: (a) and any of {', '.join(VARIANTS)}")
     if args.variant:
         warm_up, times = time_steps(variant_step(args.variant, make_setup(args)), args.steps)
         print(json.dumps({"warm_up": warm_up, "times": times}))
         return
 
     setup = make_setup(args)
+    torch.backends.cudnn.allow_tf32 = False  # the comparison in true fp32 on GPUs too
     with torch.no_grad():
         plain = copy.deepcopy(setup.network).fuse_upsampling(False)
         a_value = setup.reference(plain(setup.photos), setup.photos).item()
         b_value = setup.loss(setup.network(setup.photos), setup.photos)["total"].item()
+    torch.backends.cudnn.allow_tf32 = True
     assert abs(a_value - b_value) <= TOLERANCE * abs(a_value), (a_value, b_value)
     flops = {}
-    for variant in ("a", "b0"):  # (b) and (c) do (b0)'s work
+    for variant in ("a", "b0"):  # the others do (b0)'s work
         step = variant_step(variant, setup)
         with FlopCounterMode(display=False) as counter:
             step()
         flops[variant] = counter.get_total_flops() / 1e9
-    flops["b"] = flops["c"] = flops["b0"]
+    flops.update({variant: flops["b0"] for variant in variants if variant != "a"})
 
+    where = torch.cuda.get_device_name() if setup.photos.is_cuda else f"{args.threads} threads"
     print(
-        f"torch {torch.__version__}, {args.threads} threads; network width {args.width}, "
-        f"{args.blocks} blocks; batch {args.batch} at {args.size} px, fp32"
+        f"torch {torch.__version__}, {where}; network width {args.width}, {args.blocks} blocks, "
+        f"{args.stages} stages; batch {args.batch} at {args.size} px, fp32 unless said"
     )
     print(
         f"loss on one batch: (a) {a_value:.6f}, (b) {b_value:.6f} (relative tolerance "
         f"{TOLERANCE:g})"
     )
-    times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-    warm_ups: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
+    warm_ups: dict[str, list[float]] = {variant: [] for variant in variants}
     for _ in range(args.rounds):
-        for variant in VARIANTS:
+        for variant in variants:
             result = run_variant(variant, args)
             times[variant] += result["times"]
             warm_ups[variant].append(result["warm_up"])
@@ -226,19 +272,22 @@ def main() -> None:
     print("| step | GFLOP | min s | median s | images/s (median) | GFLOP/s (median) |")
     print("|---|---:|---:|---:|---:|---:|")
     medians = {variant: statistics.median(t) for variant, t in times.items()}
-    for variant, (name, _, _) in VARIANTS.items():
+    for variant in variants:
         median = medians[variant]
         print(
-            f"| {name} | {flops[variant]:.0f} | {min(times[variant]):.2f} | {median:.2f} | "
+            f"| {VARIANTS[variant].label} | {flops[variant]:.0f} | "
+            f"{min(times[variant]):.3g} | {median:.3g} | "
             f"{args.batch / median:.2f} | {flops[variant] / median:.0f} |"
         )
-    for variant in list(VARIANTS)[1:]:
+    for variant in variants[1:]:
         print(
             f"speed ratio {variant}/a (images/s, median): {medians['a'] / medians[variant]:.2f}; "
             f"on the minimums: {min(times['a']) / min(times[variant]):.2f}"
         )
-    compile_seconds = warm_ups["c"][0] - statistics.median(times["c"])
-    print(f"compiling (c) took {compile_seconds:.0f} s in the first round (torch caches it)")
+    for variant in variants:
+        if VARIANTS[variant].compiled:
+            seconds = warm_ups[variant][0] - medians[variant]
+            print(f"compiling {variant} took {seconds:.0f} s in the first round (torch caches it)")
     rate = loader_images_per_second(args.size, args.batch, args.workers, batches=20)
     print(f"data loader alone: {rate:.0f} images/s ({args.workers} workers)")
 

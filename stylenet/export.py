@@ -213,6 +213,8 @@ def metadata(checkpoint: Checkpoint) -> dict[str, str]:
         "network": type(checkpoint.network).__name__,
         "network_width": str(getattr(checkpoint.network, "width", "unknown")),
         "network_num_res_blocks": str(getattr(checkpoint.network, "num_res_blocks", "unknown")),
+        "network_stages": str(getattr(checkpoint.network, "stages", "unknown")),
+        "downsample": str(checkpoint.network.downsample),
         "receptive_radius": str(checkpoint.network.receptive_radius()),
         "convention": CONVENTION,
     }

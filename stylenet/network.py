@@ -16,12 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Two stride-2 convolutions: height and width must be multiples of this inside the network.
-DOWNSAMPLE = 4
-# Smallest side the network runs on: after two halvings the 3x3 reflection padding of the residual
-# blocks needs at least 2 pixels.
-MIN_SIDE = 2 * DOWNSAMPLE
-
 
 class ConvLayer(nn.Sequential):
     """Reflection padding + convolution: zero padding darkens the borders of stylized images."""
@@ -155,38 +149,45 @@ class UpsampleConv(nn.Sequential):
 
 
 class TransformerNet(nn.Module):
-    """Encoder (9x9 conv, two stride-2 convs), residual blocks, decoder (two x2 upsamples, 9x9).
+    """Encoder (9x9 conv, stride-2 convs), residual blocks, decoder (x2 upsamples, 9x9 conv).
 
-    `width` is the channel count of the first layer (32 in the paper); the encoder doubles it twice.
-    Any input size works: the input is padded to a multiple of 4 (and at least `MIN_SIDE`) by edge
-    replication and the output is cropped back, so the output always has the input's height and
-    width.
+    `width` is the channel count of the first layer (32 in the paper); each of the `stages`
+    stride-2 convolutions (2 in the paper) halves the resolution and doubles the channels, and the
+    decoder undoes them. A third stage runs the residual blocks on 1/64 of the pixels: twice the
+    channels (and receptive field) for the same work per block.
+    Any input size works: the input is padded to a multiple of `downsample` (and at least 8 and
+    twice that) by edge replication and the output is cropped back, so the output always has the
+    input's height and width.
     """
 
-    def __init__(self, width: int = 32, num_res_blocks: int = 5):
+    def __init__(self, width: int = 32, num_res_blocks: int = 5, stages: int = 2):
         super().__init__()
-        if width < 1 or num_res_blocks < 0:
+        if width < 1 or num_res_blocks < 0 or stages < 1:
             raise ValueError(
-                f"width must be >= 1 and num_res_blocks >= 0, got {width}, {num_res_blocks}"
+                "width must be >= 1, num_res_blocks >= 0 and stages >= 1, got "
+                f"{width}, {num_res_blocks}, {stages}"
             )
         self.width = width
         self.num_res_blocks = num_res_blocks
-        w1, w2, w3 = width, 2 * width, 4 * width
+        self.stages = stages
+        # height and width must be multiples of this inside the network
+        self.downsample = 2**stages
+        channels = [width * 2**stage for stage in range(stages + 1)]
         self.layers = nn.Sequential(
-            ConvNormReLU(3, w1, 9),
-            ConvNormReLU(w1, w2, 3, stride=2),
-            ConvNormReLU(w2, w3, 3, stride=2),
-            *(ResidualBlock(w3) for _ in range(num_res_blocks)),
-            UpsampleConv(w3, w2),
-            UpsampleConv(w2, w1),
-            OutputConv(w1, 3, 9),
+            ConvNormReLU(3, width, 9),
+            *(ConvNormReLU(c, 2 * c, 3, stride=2) for c in channels[:-1]),
+            *(ResidualBlock(channels[-1]) for _ in range(num_res_blocks)),
+            *(UpsampleConv(2 * c, c) for c in reversed(channels[:-1])),
+            OutputConv(width, 3, 9),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        pad_h = max(MIN_SIDE - height, (-height) % DOWNSAMPLE)
-        pad_w = max(MIN_SIDE - width, (-width) % DOWNSAMPLE)
-        # pad_h/pad_w from max() keep the multiple-of-4 property: MIN_SIDE is a multiple of 4.
+        # Reflection padding needs more pixels than it pads: 4 for the 9x9 convolutions, 1 for
+        # the 3x3 ones after the last halving. 2 * max(downsample, 4) is a multiple of downsample.
+        least = 2 * max(self.downsample, 4)
+        pad_h = max(least - height, (-height) % self.downsample)
+        pad_w = max(least - width, (-width) % self.downsample)
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         return self.layers(x)[..., :height, :width]
 
@@ -234,7 +235,7 @@ class TransformerNet(nn.Module):
     def receptive_radius(self) -> int:
         """How far (in input pixels) an output pixel sees: tiles need at least this much overlap.
 
-        Each k x k convolution adds k // 2 pixels at its layer's scale (1, 2 or 4 input pixels);
+        Each k x k convolution adds k // 2 pixels at its layer's scale (1, 2, 4... input pixels);
         a stride-2 convolution, undone later by a nearest upsampling, adds one more pixel at its
         scale (an output pixel repeats its neighbour's value). Modules run in registration order.
         """

@@ -33,9 +33,10 @@ AUTO_TILE_PIXELS = 4_194_304
 TILE = 1024
 # The statistics pass runs on at most this many pixels: exact for images up to this size.
 STATS_PIXELS = 1_048_576
-# The tiles' overlap and start are multiples of this: the network's two stride-2 convolutions
-# then see the same pixel grid in a tile as in the whole image.
-_ALIGN = 4
+# The tiles' overlap and start are multiples of the network's downsampling (metadata "downsample";
+# models exported before it was recorded have two stride-2 convolutions): its stride-2
+# convolutions then see the same pixel grid in a tile as in the whole image.
+_DEFAULT_DOWNSAMPLE = "4"
 
 # Rec. 601 luma, the Y of JPEG's YCbCr.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -67,9 +68,10 @@ class Stylizer:
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.style: str = self.metadata.get("style_name") or self.path.stem
         radius = self.metadata.get("receptive_radius", "")
+        self.align = int(self.metadata.get("downsample", _DEFAULT_DOWNSAMPLE))
         # Tiles overlap by the receptive radius: their kept centres are exactly the whole image's.
         self.overlap: int | None = (
-            -(-int(radius) // _ALIGN) * _ALIGN if has_stats and radius.isdigit() else None
+            -(-int(radius) // self.align) * self.align if has_stats and radius.isdigit() else None
         )
         if tile:
             if self.overlap is None:
@@ -196,8 +198,8 @@ class Stylizer:
         stats = self.norm_stats(rgb)
         out = np.empty_like(rgb)
         height, width = rgb.shape[:2]
-        for rows, kept_rows, in_rows in _spans(height, tile, self.overlap):
-            for cols, kept_cols, in_cols in _spans(width, tile, self.overlap):
+        for rows, kept_rows, in_rows in _spans(height, tile, self.overlap, self.align):
+            for cols, kept_cols, in_cols in _spans(width, tile, self.overlap, self.align):
                 originals = rgb[None, rows, cols].astype(np.float32) / 255
                 stylized = self.run(originals, stats)
                 kept = np.s_[:, kept_rows, kept_cols]
@@ -207,15 +209,16 @@ class Stylizer:
         return out
 
 
-def _spans(length: int, tile: int, overlap: int) -> list[tuple[slice, slice, slice]]:
+def _spans(length: int, tile: int, overlap: int, align: int) -> list[tuple[slice, slice, slice]]:
     """Tiles along one axis: the window run, the part of it kept, and where that goes.
 
-    The kept parts cut [0, length) into near-equal pieces starting at multiples of `_ALIGN`; each
-    window adds `overlap` on both sides (less at the image's edges) and is at most `tile` long.
+    The kept parts cut [0, length) into near-equal pieces starting at multiples of `align`; each
+    window adds `overlap` (a multiple of `align`) on both sides (less at the image's edges) and
+    is at most `tile` long.
     """
-    most = (tile - 2 * overlap) // _ALIGN * _ALIGN
+    most = (tile - 2 * overlap) // align * align
     count = -(-length // most)
-    step = -(-length // (count * _ALIGN)) * _ALIGN
+    step = -(-length // (count * align)) * align
     spans = []
     for start in range(0, length, step):
         stop = min(length, start + step)

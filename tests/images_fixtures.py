@@ -20,19 +20,22 @@ MOSAIC = DATA / "styles" / "mosaic.jpg"
 _exported: dict[str, Path] = {}
 
 
-def make_checkpoint(path: Path, width: int = 8, blocks: int = 1, seed: int = 0) -> Path:
+def make_checkpoint(
+    path: Path, width: int = 8, blocks: int = 1, seed: int = 0, stages: int = 2
+) -> Path:
     """A checkpoint shaped like train.py's (Lightning keys and config) with random weights."""
     import torch
 
     from stylenet.network import TransformerNet
 
     torch.manual_seed(seed)
-    network = TransformerNet(width, blocks)
+    network = TransformerNet(width, blocks, stages)
     config = {
         "network": {
             "_target_": "stylenet.network.TransformerNet",
             "width": width,
             "num_res_blocks": blocks,
+            "stages": stages,
         },
         "style": {"name": "mosaic", "image": str(MOSAIC), "size": 512},
         "data": {"image_size": 256},

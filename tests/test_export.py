@@ -69,6 +69,7 @@ def test_statistics_interface(model: Path):
     assert export.max_difference(network, onnx.load(model), sizes) < 1e-4  # all three ways
     meta = {p.key: p.value for p in onnx.load(model).metadata_props}
     assert meta["receptive_radius"] == str(network.receptive_radius()) == "25"
+    assert meta["downsample"] == "4" and meta["network_stages"] == "2"
 
 
 def test_upsampling_exported_as_declared(model: Path):
@@ -100,6 +101,7 @@ def test_metadata(model: Path):
         "_target_": "stylenet.network.TransformerNet",
         "width": 8,
         "num_res_blocks": 1,
+        "stages": 2,
     }
     assert (meta["network_width"], meta["network_num_res_blocks"]) == ("8", "1")
     assert "float32 NCHW RGB in [0, 1]" in meta["convention"]

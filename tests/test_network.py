@@ -5,19 +5,24 @@ from torch import nn
 from stylenet.network import TransformerNet, UpsampleConv, upsample_conv3x3
 
 
+@pytest.mark.parametrize("stages", [1, 2, 3])
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (33, 65), (64, 64), (257, 191)])
-def test_output_has_the_input_size(size):
-    net = TransformerNet(width=4, num_res_blocks=1)
+def test_output_has_the_input_size(size, stages):
+    net = TransformerNet(width=4, num_res_blocks=1, stages=stages)
     x = torch.rand(2, 3, *size)
     assert net(x).shape == x.shape
 
 
-def test_width_and_blocks_set_the_size():
+def test_width_blocks_and_stages_set_the_size():
     small, big = TransformerNet(8, 1), TransformerNet(16, 3)
     n_params = [sum(p.numel() for p in net.parameters()) for net in (small, big)]
     assert n_params[0] < n_params[1]
     blocks = [m for m in big.modules() if m.__class__.__name__ == "ResidualBlock"]
     assert len(blocks) == 3
+    deep = TransformerNet(8, 1, stages=3)
+    assert deep.downsample == 8 and small.downsample == 4
+    assert [b.body[0][0][1].in_channels for b in deep.modules() if hasattr(b, "body")] == [64]
+    assert sum(isinstance(m, UpsampleConv) for m in deep.modules()) == 3
 
 
 def test_no_transposed_convolutions_and_reflection_padding():
@@ -97,21 +102,27 @@ def test_checkpoints_unchanged():
     ]
 
 
-@pytest.mark.parametrize("blocks", [0, 2])
-def test_receptive_radius(blocks: int):
-    """With the statistics fixed, one pixel changes outputs exactly receptive_radius() away."""
+@pytest.mark.parametrize(
+    ("blocks", "stages", "radius"), [(0, 2, 17), (2, 2, 17 + 2 * 8), (1, 3, 29 + 16), (0, 1, 11)]
+)
+def test_receptive_radius(blocks: int, stages: int, radius: int):
+    """With the statistics fixed, one pixel changes outputs exactly receptive_radius() away.
+
+    9x9 convolutions 4 + 4, each stride-2 one 2 pixels at its scale, each upsampling one 1, each
+    residual block 2 at the lowest scale: 17 + 8 per block for two stages, 29 + 16 for three.
+    """
     torch.manual_seed(0)
-    net = TransformerNet(width=4, num_res_blocks=blocks).eval().double()
+    net = TransformerNet(width=4, num_res_blocks=blocks, stages=stages).eval().double()
     x = torch.rand(1, 3, 16, 160, dtype=torch.float64)
     no, yes = torch.tensor(False), torch.tensor(True)
     with torch.no_grad():
         _, stats = net.forward_shared(x, torch.zeros(1, 2 * sum(net.norm_channels())), no, no)
         before = net.forward_shared(x, stats, yes, no)[0]
         reach = 0
-        for column in range(76, 84):  # every phase of the two stride-2 convolutions
+        for column in range(76, 84):  # every phase of up to three stride-2 convolutions
             changed = x.clone()
             changed[..., column] += 1
             after = net.forward_shared(changed, stats, yes, no)[0]
             moved = (after - before).abs().amax((0, 1, 2)).nonzero().flatten()
             reach = max(reach, column - int(moved.min()), int(moved.max()) - column)
-    assert reach == net.receptive_radius() == 17 + 8 * blocks
+    assert reach == net.receptive_radius() == radius

@@ -15,7 +15,9 @@ from images_fixtures import (
     exported_model,
     gray16_ramp,
     linear_rgb_icc,
+    make_checkpoint,
     messy_inputs,
+    run_export,
 )
 from stylenet import runtime
 from stylenet.errors import StylenetError
@@ -143,15 +145,28 @@ def test_tiles_join_without_seams_on_a_real_photo(model: Path, monkeypatch):
     assert np.abs(tiled.stylize(photo).astype(int) - whole).max() <= 1  # no seam at all
 
 
+def test_three_stage_models_tile_on_their_own_grid(tmp_path: Path, monkeypatch):
+    """Tiles of a network that halves three times must start at multiples of 8, not 4."""
+    ckpt = make_checkpoint(tmp_path / "deep.ckpt", stages=3)
+    run_export(f"ckpt={ckpt}", f"output={tmp_path / 'deep.onnx'}")
+    photo = np.asarray(Image.open(AMBER).convert("RGB"))[:300, :420]
+    monkeypatch.setattr(runtime, "STATS_PIXELS", photo.shape[0] * photo.shape[1])  # exact stats
+    whole = Stylizer(tmp_path / "deep.onnx", threads=1, tile=0).stylize(photo)
+    tiled = Stylizer(tmp_path / "deep.onnx", threads=1, tile=256)
+    assert tiled.align == 8 and tiled.tile_for(*photo.shape[:2]) == 256
+    assert np.abs(tiled.stylize(photo).astype(int) - whole).max() <= 1
+
+
 def test_spans_cover_the_image_once_with_aligned_overlapping_windows():
-    for length, tile, overlap in [(1080, 256, 28), (1000, 1024, 60), (9, 120, 28), (4001, 300, 60)]:
-        spans = runtime._spans(length, tile, overlap)
+    cases = [(1080, 256, 28, 4), (1000, 1024, 60, 4), (9, 120, 28, 4), (4001, 300, 60, 4)]
+    for length, tile, overlap, align in [*cases, (1080, 352, 88, 8), (1001, 400, 96, 8)]:
+        spans = runtime._spans(length, tile, overlap, align)
         kept = [(w.start + k.start, w.start + k.stop) for w, k, _ in spans]
         assert [(p.start, p.stop) for _, _, p in spans] == kept
         starts, stops = zip(*kept, strict=True)
         assert starts[0] == 0 and starts[1:] == stops[:-1] and stops[-1] == length
         for window, keep, _ in spans:
-            assert window.start % 4 == 0 and window.stop - window.start <= tile
+            assert window.start % align == 0 and window.stop - window.start <= tile
             assert keep.start >= min(overlap, window.start)  # context before the kept part
             assert window.stop - window.start - keep.stop >= min(overlap, length - window.stop)
 

@@ -96,8 +96,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, photo_f
 class NaNAfter(TransformerNet):
     """A network whose output turns NaN from its 4th training forward on."""
 
-    def __init__(self, width: int, num_res_blocks: int):
-        super().__init__(width, num_res_blocks)
+    def __init__(self, width: int, num_res_blocks: int, stages: int):
+        super().__init__(width, num_res_blocks, stages)
         self.calls = 0
 
     def forward(self, x):
