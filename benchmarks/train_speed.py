@@ -15,6 +15,8 @@ batch must agree; the script checks it. Each variant runs in a process of its ow
 setting cannot be undone), one after the other, for --rounds rounds of --steps timed steps after
 a warm-up step: the VM's drift over minutes then touches every variant alike. Also prints the data
 loader's images/s alone (decoding, scaling, cropping with the configured workers).
+On CPUs with bf16 units (AMX), `--variants a,b,b_bf16` adds (b) in bf16 autocast, as
+`trainer=cpu_bf16` runs it (elsewhere bf16 is emulated, ~40x slower: not a default variant).
 With --device cuda the variants are the GPU's: (a), (b0) in fp32 (TF32 convolutions, PyTorch's
 default), then bf16 autocast as `trainer=gpu` runs it, the network channels_last too, and
 torch.compile in fp32 and bf16; the losses are compared with TF32 off.
@@ -62,6 +64,7 @@ VARIANTS = {
     "b0": Variant("(b0) stylenet eager: fused upsampling, photo to relu2_2, VGG NHWC"),
     "b": Variant("(b) (b0) + freed memory kept (train.py)", keep_memory=True),
     "c": Variant("(c) (b) + compile=true (torch.compile)", keep_memory=True, compiled=True),
+    "b_bf16": Variant("(b) + bf16 autocast (trainer=cpu_bf16)", keep_memory=True, bf16=True),
     "bf16": Variant("(b0) + bf16 autocast (trainer=gpu)", bf16=True),
     "bf16_cl": Variant(
         "(b0) + bf16 autocast + network channels_last", bf16=True, channels_last=True
@@ -263,11 +266,13 @@ def main() -> None:
     )
     times: dict[str, list[float]] = {variant: [] for variant in variants}
     warm_ups: dict[str, list[float]] = {variant: [] for variant in variants}
-    for _ in range(args.rounds):
+    for round_ in range(args.rounds):
         for variant in variants:
             result = run_variant(variant, args)
             times[variant] += result["times"]
             warm_ups[variant].append(result["warm_up"])
+            steps = " ".join(f"{t:.3g}" for t in result["times"])
+            print(f"round {round_ + 1}, {variant}: {steps} s", flush=True)  # partial runs count
     print(f"{args.rounds} rounds x {args.steps} steps per variant, each round in fresh processes")
     print("| step | GFLOP | min s | median s | images/s (median) | GFLOP/s (median) |")
     print("|---|---:|---:|---:|---:|---:|")

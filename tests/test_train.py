@@ -177,3 +177,20 @@ def test_experiment_recipe_overrides_the_groups():
     assert (default.network.width, fast.network.width) == (32, 16)
     assert fast.trainer.max_steps < default.trainer.max_steps
     assert fast.data.image_size == default.data.image_size  # what the recipe leaves alone stays
+
+
+@pytest.mark.parametrize(
+    ("has_bf16_units", "trainer", "warned"),
+    [(False, "cpu_bf16", True), (True, "cpu_bf16", False), (False, "default", False)],
+)
+def test_bf16_on_a_cpu_without_bf16_units_is_flagged(
+    tmp_path, monkeypatch, has_bf16_units, trainer, warned
+):
+    """trainer=cpu_bf16 is for CPUs with AMX: elsewhere bf16 is emulated, ~40x slower."""
+    import train  # the entry point, not the function imported above
+
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: has_bf16_units)
+    cfg = compose_train(tmp_path, f"trainer={trainer}")
+    lightning = instantiate(cfg.trainer, logger=False)
+    assert train.emulated_bf16(lightning) is warned
