@@ -45,25 +45,35 @@ def train(cfg: DictConfig) -> None:
         callbacks=[instantiate(c) for c in cfg.callbacks.values()],
         logger=[instantiate(c) for c in cfg.logger.values()],
     )
-    if emulated_bf16(trainer):
-        log.warning(
-            "bf16 on a CPU without bf16 units (AMX or AVX512-BF16) is emulated, about 40x slower "
-            "than fp32: use trainer.precision=32-true"
-        )
+    if bf16_on_cpu(trainer):
+        if cfg.compile:  # measured with torch 2.14: the loss was NaN from the second step on
+            raise StylenetError(
+                "compile=true with bf16 on a CPU trains NaNs (torch.compile's bf16 backward): "
+                "use compile=false with trainer=cpu_bf16"
+            )
+        if not cpu_has_bf16_units():
+            log.warning(
+                "bf16 on a CPU without bf16 units (AMX or AVX512-BF16) is emulated, about 40x "
+                "slower than fp32: use trainer.precision=32-true"
+            )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if skipped := datamodule.num_skipped():
         log.warning("skipped %d unreadable image(s); see the warnings above", skipped)
     log.info("run folder: %s", cfg.paths.output_dir)
 
 
-def emulated_bf16(trainer) -> bool:
-    """Whether `trainer` runs bf16 on a CPU that has no bf16 instructions."""
-    import torch
+def bf16_on_cpu(trainer) -> bool:
+    """Whether the Lightning `trainer` runs bf16 on a CPU."""
     from pytorch_lightning.accelerators import CPUAccelerator
 
-    if not isinstance(trainer.accelerator, CPUAccelerator) or "bf16" not in str(trainer.precision):
-        return False
-    return not (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    return isinstance(trainer.accelerator, CPUAccelerator) and "bf16" in str(trainer.precision)
+
+
+def cpu_has_bf16_units() -> bool:
+    """AMX (Sapphire Rapids and later) or AVX512-BF16: bf16 matrix products in hardware."""
+    import torch
+
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 def run_config(cfg: DictConfig) -> dict:

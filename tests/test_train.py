@@ -179,18 +179,22 @@ def test_experiment_recipe_overrides_the_groups():
     assert fast.data.image_size == default.data.image_size  # what the recipe leaves alone stays
 
 
-@pytest.mark.parametrize(
-    ("has_bf16_units", "trainer", "warned"),
-    [(False, "cpu_bf16", True), (True, "cpu_bf16", False), (False, "default", False)],
-)
-def test_bf16_on_a_cpu_without_bf16_units_is_flagged(
-    tmp_path, monkeypatch, has_bf16_units, trainer, warned
-):
+@pytest.mark.parametrize("trainer", ["cpu_bf16", "default"])
+def test_bf16_on_a_cpu_without_bf16_units_is_flagged(tmp_path, monkeypatch, caplog, trainer):
     """trainer=cpu_bf16 is for CPUs with AMX: elsewhere bf16 is emulated, ~40x slower."""
     import train  # the entry point, not the function imported above
 
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        monkeypatch.setattr(torch.cpu, probe, lambda: has_bf16_units)
-    cfg = compose_train(tmp_path, f"trainer={trainer}")
-    lightning = instantiate(cfg.trainer, logger=False)
-    assert train.emulated_bf16(lightning) is warned
+    cfg = compose_train(tmp_path, f"trainer={trainer}", "trainer.max_steps=0")
+    for has_units in (True, False):
+        monkeypatch.setattr(train, "cpu_has_bf16_units", lambda has=has_units: has)
+        caplog.clear()
+        train.train(cfg)
+        warned = any("is emulated" in r.getMessage() for r in caplog.records)
+        assert warned is (trainer == "cpu_bf16" and not has_units)
+
+
+def test_compiled_bf16_on_a_cpu_is_refused_before_any_work(tmp_path):
+    cfg = compose_train(tmp_path, "trainer=cpu_bf16", "compile=true")
+    with pytest.raises(StylenetError, match="compile=false"):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
