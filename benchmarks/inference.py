@@ -86,15 +86,13 @@ def export_random(shape: tuple[int, int, int], folder: Path) -> Path:
     import onnx
     import torch
 
-    from stylenet.export import to_onnx
+    from stylenet.export import network_metadata, to_onnx
     from stylenet.network import TransformerNet
 
     torch.manual_seed(0)
     network = TransformerNet(*shape).eval()
     model = to_onnx(network, opset=18)
-    radius, downsample = str(network.receptive_radius()), str(network.downsample)
-    # what tiling reads
-    onnx.helper.set_model_props(model, {"receptive_radius": radius, "downsample": downsample})
+    onnx.helper.set_model_props(model, network_metadata(network))  # what tiling reads
     path = folder / "w{}b{}s{}.onnx".format(*shape)
     onnx.save(model, path)
     return path

@@ -210,13 +210,20 @@ def metadata(checkpoint: Checkpoint) -> dict[str, str]:
         "style_image_sha256": style.get("sha256") or _sha256(image),
         "training_steps": str(checkpoint.steps),
         "training_config": json.dumps(checkpoint.config, sort_keys=True, default=str),
-        "network": type(checkpoint.network).__name__,
-        "network_width": str(getattr(checkpoint.network, "width", "unknown")),
-        "network_num_res_blocks": str(getattr(checkpoint.network, "num_res_blocks", "unknown")),
-        "network_stages": str(getattr(checkpoint.network, "stages", "unknown")),
-        "downsample": str(checkpoint.network.downsample),
-        "receptive_radius": str(checkpoint.network.receptive_radius()),
+        **network_metadata(checkpoint.network),
         "convention": CONVENTION,
+    }
+
+
+def network_metadata(network: TransformerNet) -> dict[str, str]:
+    """The network's shape, and the grid and overlap that tiled inference reads."""
+    return {
+        "network": type(network).__name__,
+        "network_width": str(getattr(network, "width", "unknown")),
+        "network_num_res_blocks": str(getattr(network, "num_res_blocks", "unknown")),
+        "network_stages": str(getattr(network, "stages", "unknown")),
+        "downsample": str(network.downsample),
+        "receptive_radius": str(network.receptive_radius()),
     }
 
 

@@ -68,11 +68,11 @@ class Stylizer:
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.style: str = self.metadata.get("style_name") or self.path.stem
         radius = self.metadata.get("receptive_radius", "")
-        self.align = int(self.metadata.get("downsample", _DEFAULT_DOWNSAMPLE))
+        downsample = self.metadata.get("downsample", _DEFAULT_DOWNSAMPLE)
+        tileable = has_stats and radius.isdigit() and downsample.isdigit() and int(downsample) > 0
+        self.align = int(downsample) if tileable else int(_DEFAULT_DOWNSAMPLE)
         # Tiles overlap by the receptive radius: their kept centres are exactly the whole image's.
-        self.overlap: int | None = (
-            -(-int(radius) // self.align) * self.align if has_stats and radius.isdigit() else None
-        )
+        self.overlap: int | None = -(-int(radius) // self.align) * self.align if tileable else None
         if tile:
             if self.overlap is None:
                 raise StylenetError(

@@ -186,6 +186,12 @@ def test_when_images_are_tiled(model: Path, tmp_path: Path):
     with pytest.raises(StylenetError, match="cannot be tiled") as error:
         Stylizer(old, tile=512)
     assert "\n" not in str(error.value)
+    odd = onnx.load(model)  # a model whose tiling grid is unreadable runs whole, no traceback
+    onnx.helper.set_model_props(odd, {"receptive_radius": "25", "downsample": "eight"})
+    onnx.save(odd, tmp_path / "odd.onnx")
+    assert Stylizer(tmp_path / "odd.onnx").tile_for(1000, big) is None
+    with pytest.raises(StylenetError, match="cannot be tiled"):
+        Stylizer(tmp_path / "odd.onnx", tile=512)
 
 
 def old_model(model: Path, path: Path) -> Path:
