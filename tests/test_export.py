@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from images_fixtures import PHOTOS, ROOT, exported_model, make_checkpoint, run_export
@@ -80,6 +81,35 @@ def test_upsampling_exported_as_declared(model: Path):
     network = TransformerNet(width=4, num_res_blocks=0)
     export.to_onnx(network, opset=18)
     assert all(m.fused for m in network.modules() if isinstance(m, UpsampleConv))
+
+
+def test_output_conv_runs_on_pixel_blocks(model: Path):
+    """The 3-channel output conv, padded to 16 channels by onnxruntime's AVX-512 kernels, runs
+    on 2x2 pixel blocks; test_exported_model_matches_checkpoint_network checks the function."""
+    graph = onnx.load(model).graph
+    ops = [node.op_type for node in graph.node]
+    start = ops.index("SpaceToDepth")
+    assert ops[start : start + 3] == ["SpaceToDepth", "Conv", "DepthToSpace"]
+    shapes = [list(init.dims) for init in graph.initializer if len(init.dims) == 4]
+    assert [12, 4 * 8, 5, 5] in shapes
+    assert not [shape for shape in shapes if shape[0] == 3]
+
+
+@pytest.mark.parametrize(("block", "size"), [(2, 9), (4, 9), (2, 3)])
+def test_blocked_kernel_convolves_like_the_original(block: int, size: int):
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 5, size, size, generator=generator)
+    image = torch.randn(1, 5, 8 * block, 6 * block, generator=generator)
+    kernel = torch.from_numpy(export.blocked_kernel(weight.numpy(), block))
+    # SpaceToDepth and DepthToSpace (DCR): channel (row offset, column offset, channel)
+    rows, cols = image.shape[2] // block, image.shape[3] // block
+    blocks = image.reshape(1, 5, rows, block, cols, block).permute(0, 3, 5, 1, 2, 4)
+    out = F.conv2d(blocks.reshape(1, -1, rows, cols), kernel)
+    out = out.reshape(1, block, block, 3, *out.shape[2:]).permute(0, 3, 4, 1, 5, 2)
+    out = out.reshape(1, 3, out.shape[2] * block, out.shape[4] * block)
+    expected = F.conv2d(image, weight)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_graph_is_dynamic_and_named(model: Path):
