@@ -136,7 +136,7 @@ def to_onnx(network: TransformerNet, opset: int) -> onnx.ModelProto:
     }
     defaults = plain_inputs(network)
     program = torch.onnx.export(
-        Exported(copy.deepcopy(network).fuse_upsampling(False)).eval(),
+        Exported(copy.deepcopy(network).upsampling("phases")).eval(),
         (torch.rand(2, 3, 37, 53), *defaults),
         dynamo=True,
         input_names=[INPUT_NAME, *OPTIONAL_INPUTS],

@@ -6,7 +6,8 @@ ECCV 2016), with the two changes everyone adopted since:
   Normalization: The Missing Ingredient for Fast Stylization"), and
 - nearest-neighbour upsampling followed by a convolution instead of transposed convolutions, which
   leave checkerboard artefacts (Odena et al. 2016, https://distill.pub/2016/deconv-checkerboard/).
-  Computed without the upsampled image (`upsample_conv3x3`): the same function, less work.
+  Computed without the upsampled image (`upsample_conv3x3`, `upsample_conv3x3_phases`): the
+  same function, less work.
 
 Images are float RGB in [0, 1], NCHW. The output is not clamped: the loss sees the raw values and
 whoever turns the output into pixels clamps it.
@@ -107,6 +108,20 @@ class ResidualBlock(nn.Module):
 # holds for columns. At the borders, reflecting the upsampled image repeats the input's edge, so
 # the input is edge-replicated by one pixel first.
 TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+# The same per output row parity: even rows see input rows i-1, i, i+1 through kernel rows
+# (k0, k1 + k2, none), odd rows through (none, k0 + k1, k2): PHASES[parity] @ rows.
+PHASES = torch.tensor(
+    [[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]],
+     [[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]]
+)  # fmt: skip
+
+
+def replicate_edges(x: torch.Tensor) -> torch.Tensor:
+    """Pad by one pixel, repeating the edge. By concatenation: under torch.compile the backward
+    of F.pad(mode="replicate") failed a stride check (torch 2.14) once its gradient was
+    channels-last."""
+    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], 2)
+    return torch.cat([x[..., :1], x, x[..., -1:]], 3)
 
 
 def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -119,19 +134,37 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) 
     """
     taps = TAPS.to(weight)
     kernel = torch.einsum("tk,oikl,ul->iotu", taps, weight, taps)  # (in, out, 4, 4)
-    # edge replication by concatenation: under torch.compile the backward of F.pad(mode=
-    # "replicate") failed a stride check (torch 2.14) once its gradient was channels-last
-    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], 2)
-    x = torch.cat([x[..., :1], x, x[..., -1:]], 3)
     # output 2 * (n + 2 - 1) - 2 * 3 + 4 = 2n: rows from the replicated pixels fall off the edges
-    return F.conv_transpose2d(x, kernel, bias, stride=2, padding=3)
+    return F.conv_transpose2d(replicate_edges(x), kernel, bias, stride=2, padding=3)
+
+
+def upsample_conv3x3_phases(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """The same function as a 3x3 convolution at the input's resolution to 4x the channels, one
+    per output pixel's (row, column) parity, then a pixel shuffle (ONNX DepthToSpace).
+
+    The declared layers' multiply-adds, but no upsampled image nor its padded copy, and 4x the
+    output channels, which fill onnxruntime's 16-channel (AVX-512) blocks where 8 did not: export
+    uses it. Its ConvTranspose (`upsample_conv3x3`) kept a ~145 MB column buffer at 1080x1080.
+    """
+    phases = PHASES.to(weight)
+    kernel = torch.einsum("ayk,bxl,oikl->oabiyx", phases, phases, weight)
+    kernel = kernel.reshape(4 * weight.shape[0], weight.shape[1], 3, 3)
+    out = F.conv2d(replicate_edges(x), kernel, bias.repeat_interleave(4))
+    return F.pixel_shuffle(out, 2)  # channel 4 * o + 2 * row parity + column parity
+
+
+UPSAMPLING = {"transposed": upsample_conv3x3, "phases": upsample_conv3x3_phases}
 
 
 class UpsampleConv(nn.Sequential):
     """Nearest x2 upsampling, then a 3x3 conv: no checkerboard, unlike a learned ConvTranspose.
 
     The layers below define the function (and the state_dict keys); `forward` computes the same
-    with `upsample_conv3x3`: 2.25x fewer multiply-adds and no upsampled copy of the input.
+    another way (`mode`, set by TransformerNet.upsampling): "transposed", the default, for
+    training (2.25x fewer multiply-adds, no upsampled copy of the input); "phases", for export;
+    "declared", the layers as written.
     """
 
     def __init__(self, in_channels: int, out_channels: int):
@@ -139,13 +172,13 @@ class UpsampleConv(nn.Sequential):
             nn.Upsample(scale_factor=2, mode="nearest"),
             ConvNormReLU(in_channels, out_channels, 3),
         )
-        self.fused = True  # False: run the layers as declared (TransformerNet.fuse_upsampling)
+        self.mode = "transposed"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.fused:
+        if self.mode == "declared":
             return super().forward(x)
         conv, norm, relu = self[1][0][1], self[1][1], self[1][2]
-        return relu(norm(upsample_conv3x3(x, conv.weight, conv.bias)))
+        return relu(norm(UPSAMPLING[self.mode](x, conv.weight, conv.bias)))
 
 
 class TransformerNet(nn.Module):
@@ -191,14 +224,14 @@ class TransformerNet(nn.Module):
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         return self.layers(x)[..., :height, :width]
 
-    def fuse_upsampling(self, fused: bool) -> "TransformerNet":
-        """Upsampling layers through `upsample_conv3x3` (True: the default, for training) or as
-        declared (False: for export). Same function; onnxruntime runs the declared layers about
-        as fast and in ~145 MB less memory at 1080x1080 (its ConvTranspose keeps a column buffer).
-        """
+    def upsampling(self, mode: str) -> "TransformerNet":
+        """How the upsampling layers compute (see UpsampleConv): "transposed" (the default, for
+        training), "phases" (for export) or "declared". The same function every way."""
+        if mode not in (*UPSAMPLING, "declared"):
+            raise ValueError(f"upsampling mode {mode!r}: transposed, phases or declared")
         for module in self.modules():
             if isinstance(module, UpsampleConv):
-                module.fused = fused
+                module.mode = mode
         return self
 
     def norms(self) -> list[InstanceNorm]:

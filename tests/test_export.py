@@ -73,14 +73,17 @@ def test_statistics_interface(model: Path):
     assert meta["downsample"] == "4" and meta["network_stages"] == "2"
 
 
-def test_upsampling_exported_as_declared(model: Path):
-    """onnxruntime's ConvTranspose (training's fused upsampling) kept a ~145 MB column buffer at
-    1080x1080: the graph upsamples, then convolves; the caller's network stays fused."""
+def test_upsampling_exported_as_phases(model: Path):
+    """Each upsampling is exported as a convolution at the lower resolution to 4x the channels
+    and a DepthToSpace (`upsample_conv3x3_phases`): no upsampled image (Resize), and none of the
+    column buffer that onnxruntime's ConvTranspose (training's way) kept. The caller's network
+    keeps training's way."""
     ops = [node.op_type for node in onnx.load(model).graph.node]
-    assert "ConvTranspose" not in ops and ops.count("Resize") == 2
+    assert "ConvTranspose" not in ops and "Resize" not in ops
+    assert ops.count("DepthToSpace") == 2 + 1  # the upsamplings and the output conv
     network = TransformerNet(width=4, num_res_blocks=0)
     export.to_onnx(network, opset=18)
-    assert all(m.fused for m in network.modules() if isinstance(m, UpsampleConv))
+    assert all(m.mode == "transposed" for m in network.modules() if isinstance(m, UpsampleConv))
 
 
 def test_output_conv_runs_on_pixel_blocks(model: Path):

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from stylenet.network import TransformerNet, UpsampleConv, upsample_conv3x3
+from stylenet.network import UPSAMPLING, TransformerNet, UpsampleConv
 
 
 @pytest.mark.parametrize("stages", [1, 2, 3])
@@ -71,23 +71,32 @@ def test_shared_statistics():
 
 
 @pytest.mark.parametrize("size", [(2, 2), (5, 9), (12, 8)])
-def test_upsample_conv_computes_the_layers_it_declares(size):
-    """The fused forward equals upsample, reflection pad and 3x3 conv: values and gradients."""
+@pytest.mark.parametrize("mode", ["transposed", "phases"])
+def test_upsample_conv_computes_the_layers_it_declares(size, mode):
+    """Each way of computing equals upsample, reflection pad and 3x3 conv: values, gradients."""
     torch.manual_seed(0)
     layer = UpsampleConv(6, 4).double()
     upsample, conv = layer[0], layer[1][0]  # nn.Upsample, ConvLayer (reflection pad + conv)
     x = torch.rand(2, 6, *size, dtype=torch.float64, requires_grad=True)
     weight, bias = conv[1].weight, conv[1].bias
-    fused, plain = upsample_conv3x3(x, weight, bias), conv(upsample(x))
+    fused, plain = UPSAMPLING[mode](x, weight, bias), conv(upsample(x))
     assert fused.shape == plain.shape == (2, 4, 2 * size[0], 2 * size[1])
     torch.testing.assert_close(fused, plain)
     target = torch.rand_like(plain)  # an uneven weighting, so every output pixel matters
     grads = [torch.autograd.grad((y * target).sum(), (x, weight, bias)) for y in (fused, plain)]
     for fused_grad, plain_grad in zip(*grads, strict=True):
         torch.testing.assert_close(fused_grad, plain_grad)
+    layer.mode = mode
     fused_layer = layer(x)
-    layer.fused = False
+    layer.mode = "declared"
     torch.testing.assert_close(fused_layer, layer(x))
+
+
+def test_upsampling_modes_are_checked():
+    network = TransformerNet(width=4, num_res_blocks=0)
+    assert {m.mode for m in network.modules() if isinstance(m, UpsampleConv)} == {"transposed"}
+    with pytest.raises(ValueError, match="upsampling mode"):
+        network.upsampling("bilinear")
 
 
 def test_checkpoints_unchanged():
