@@ -35,7 +35,8 @@ FLAGS = ("avx2", "avx512f", "avx512_vnni", "amx_int8")
 
 
 def measure(model: Path, width: int, height: int, threads: int, repeats: int, tiled: bool) -> dict:
-    """ms per image (median of `repeats` after one warm-up) and this process's peak RSS in MB."""
+    """ms per image (median and fastest of `repeats` after one warm-up) and this process's peak
+    RSS in MB. The fastest run is the steadier figure on a VM whose neighbours come and go."""
     from stylenet.runtime import Stylizer  # torch-free, as users run it
 
     stylizer = Stylizer(model, threads=threads, tile=None if tiled else 0)
@@ -45,7 +46,8 @@ def measure(model: Path, width: int, height: int, threads: int, repeats: int, ti
         start = time.perf_counter()
         stylizer.stylize(image)
         times.append((time.perf_counter() - start) * 1000)
-    return {"ms": statistics.median(times[-repeats:]), "rss_mb": peak_rss_mb()}
+    timed = times[-repeats:]
+    return {"ms": statistics.median(timed), "min_ms": min(timed), "rss_mb": peak_rss_mb()}
 
 
 def peak_rss_mb() -> float:
@@ -187,13 +189,13 @@ def main() -> None:
 
     weights = "trained weights" if args.trained else "random weights"
     print(f"CPU: {cpu()}; {os.cpu_count()} logical cores; onnxruntime {ort.__version__}")
-    print(f"{args.threads} threads, batch 1, {weights}, median of {args.repeats} runs")
+    print(f"{args.threads} threads, batch 1, {weights}, median (fastest) of {args.repeats} runs")
     columns = ["network", "precision"]
     if args.trained:
         print(f"quality: mean over {args.count} held-out photos, longer side <= {args.size} px")
         columns += ["style error", "content error", "total loss"]
     print()
-    columns += [f"{w}x{h} {c}" for h, w in SIZES for c in ("GFLOP", "ms", "peak MB")]
+    columns += [f"{w}x{h} {c}" for h, w in SIZES for c in ("GFLOP", "ms (min)", "peak MB")]
     print("| " + " | ".join(columns) + " |")
     print("|---|---|" + "---:|" * (len(columns) - 2))
     tiled_size = tuple(map(int, args.tiled.split("x")))[::-1]
@@ -210,7 +212,8 @@ def main() -> None:
                     cells.append(score(model))
                 for size, g in zip(SIZES, flops, strict=True):
                     case = run_case(model, size, args, tiled=False)
-                    cells.append(f"{g:.0f} | {case['ms']:.0f} | {case['rss_mb']:.0f}")
+                    ms = f"{case['ms']:.0f} ({case['min_ms']:.0f})"
+                    cells.append(f"{g:.0f} | {ms} | {case['rss_mb']:.0f}")
                 print(f"| {' | '.join(cells)} |", flush=True)
                 if i == 0:
                     tiled_rows.append((precision, run_case(model, tiled_size, args, tiled=True)))
