@@ -199,7 +199,8 @@ def test_bad_model_is_one_line(tmp_path: Path):
 def test_info(model: Path):
     code, stdout, _ = stylenet("info", model)
     assert code == 0
-    assert f"model: {model} (0.2 MB" in stdout
+    size = model.stat().st_size
+    assert f"model: {model} ({size / 1e6:.1f} MB, {size} bytes)" in stdout
     assert "input: image tensor(float) [batch, 3, height, width]" in stdout
     assert "output: stylized tensor(float) [batch, 3, height, width]" in stdout
     assert "style_name: mosaic" in stdout and "training_steps: 1234" in stdout
