@@ -151,7 +151,10 @@ def upsample_conv3x3_phases(
     phases = PHASES.to(weight)
     kernel = torch.einsum("ayk,bxl,oikl->oabiyx", phases, phases, weight)
     kernel = kernel.reshape(4 * weight.shape[0], weight.shape[1], 3, 3)
-    out = F.conv2d(replicate_edges(x), kernel, bias.repeat_interleave(4))
+    # F.pad, not replicate_edges: its slices made torch.export's shape reasoning take minutes
+    # (149 instead of 8 s for width 4, no residual blocks); this form never trains, so never
+    # meets replicate_edges' compile problem.
+    out = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, bias.repeat_interleave(4))
     return F.pixel_shuffle(out, 2)  # channel 4 * o + 2 * row parity + column parity
 
 
