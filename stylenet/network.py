@@ -116,14 +116,6 @@ PHASES = torch.tensor(
 )  # fmt: skip
 
 
-def replicate_edges(x: torch.Tensor) -> torch.Tensor:
-    """Pad by one pixel, repeating the edge. By concatenation: under torch.compile the backward
-    of F.pad(mode="replicate") failed a stride check (torch 2.14) once its gradient was
-    channels-last."""
-    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], 2)
-    return torch.cat([x[..., :1], x, x[..., -1:]], 3)
-
-
 def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """conv3x3(reflection_pad(upsample_nearest_x2(x), 1)) without building the upsampled image.
 
@@ -134,8 +126,12 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) 
     """
     taps = TAPS.to(weight)
     kernel = torch.einsum("tk,oikl,ul->iotu", taps, weight, taps)  # (in, out, 4, 4)
+    # edge replication by concatenation: under torch.compile the backward of F.pad(mode=
+    # "replicate") failed a stride check (torch 2.14) once its gradient was channels-last
+    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], 2)
+    x = torch.cat([x[..., :1], x, x[..., -1:]], 3)
     # output 2 * (n + 2 - 1) - 2 * 3 + 4 = 2n: rows from the replicated pixels fall off the edges
-    return F.conv_transpose2d(replicate_edges(x), kernel, bias, stride=2, padding=3)
+    return F.conv_transpose2d(x, kernel, bias, stride=2, padding=3)
 
 
 def upsample_conv3x3_phases(
@@ -151,9 +147,9 @@ def upsample_conv3x3_phases(
     phases = PHASES.to(weight)
     kernel = torch.einsum("ayk,bxl,oikl->oabiyx", phases, phases, weight)
     kernel = kernel.reshape(4 * weight.shape[0], weight.shape[1], 3, 3)
-    # F.pad, not replicate_edges: its slices made torch.export's shape reasoning take minutes
-    # (149 instead of 8 s for width 4, no residual blocks); this form never trains, so never
-    # meets replicate_edges' compile problem.
+    # F.pad, not upsample_conv3x3's concatenated slices: those made torch.export's shape
+    # reasoning take minutes (149 instead of 8 s for width 4, no residual blocks). This form
+    # never trains, so never meets the compiled backward's problem with F.pad.
     out = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, bias.repeat_interleave(4))
     return F.pixel_shuffle(out, 2)  # channel 4 * o + 2 * row parity + column parity
 
