@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+import onnxscript
 import torch
 from hydra.utils import instantiate
 from torch import nn
@@ -52,9 +53,10 @@ CONVENTION = (
 )
 # (batch, height, width) compared before writing: odd sizes exercise the padding and cropping.
 PARITY_SIZES = ((1, 5, 7), (2, 33, 65), (1, 257, 191), (1, 256, 256))
-# The output conv runs on blocks of 2x2 pixels: blocks of 4x4 (3x3 kernel, 48 outputs) measured no
-# faster and do 44% more multiply-adds.
-PIXEL_BLOCK = 2
+# Constant folding up to this many elements: every kernel that the export form derives from the
+# trained weights (`TransformerNet.compute_as`) is then an initializer, which onnxruntime's blocked
+# convolutions and int8 quantisation both need; the exporter's default stops at 8192 inputs.
+FOLD_LIMIT = 2**24
 log = logging.getLogger(__name__)
 
 
@@ -139,7 +141,7 @@ def to_onnx(network: TransformerNet, opset: int) -> onnx.ModelProto:
     }
     defaults = plain_inputs(network)
     program = torch.onnx.export(
-        Exported(copy.deepcopy(network).upsampling("phases")).eval(),
+        Exported(copy.deepcopy(network).compute_as("export")).eval(),
         (torch.rand(2, 3, 37, 53), *defaults),
         dynamo=True,
         input_names=[INPUT_NAME, *OPTIONAL_INPUTS],
@@ -147,6 +149,9 @@ def to_onnx(network: TransformerNet, opset: int) -> onnx.ModelProto:
         dynamic_shapes={"image": dims, "given": None, "use_given": None, "pool": None},
         opset_version=opset,
         verbose=False,
+    )
+    onnxscript.optimizer.fold_constants(
+        program.model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT
     )
     model = program.model_proto
     # The exporter names output dims by formulas (Min(height, 4*(...))) that equal the input's.
@@ -157,72 +162,10 @@ def to_onnx(network: TransformerNet, opset: int) -> onnx.ModelProto:
     # The exporter's debugging notes (stack traces with local paths) are 60% of a small model.
     for node in model.graph.node:
         del node.metadata_props[:]
-    output_conv_on_pixel_blocks(model.graph)
     # An initializer with an input's name is that input's default: the statistics are optional.
     for name, default in zip(OPTIONAL_INPUTS, defaults, strict=True):
         model.graph.initializer.append(onnx.numpy_helper.from_array(default.numpy(), name))
     return model
-
-
-def output_conv_on_pixel_blocks(graph: onnx.GraphProto) -> None:
-    """Rewrite the last convolution (to 3 channels) as SpaceToDepth, Conv, DepthToSpace: the same
-    function on PIXEL_BLOCK x PIXEL_BLOCK (2x2) blocks of pixels, with 12 output channels, 4x the
-    inputs and a 5x5 kernel.
-
-    onnxruntime's blocked (NCHWc) convolutions pad the output channels to the CPU's block, 16 on
-    AVX-512 (8 on AVX2): 3 channels did 5x the work needed. It was the costliest node of 8 x 3 at
-    1080x1080 on the 2-core Xeon (224 of 815 profiled ms); in blocks it takes half the time, and
-    the whole network 14-18% less. The input is even: the network pads to a multiple of 2**stages.
-    """
-    weights = {init.name: init for init in graph.initializer}
-    conv = next(
-        node
-        for node in reversed(graph.node)
-        if node.op_type == "Conv" and weights[node.input[1]].dims[0] == 3
-    )
-    kernel = onnx.numpy_helper.to_array(weights[conv.input[1]])
-    bias = onnx.numpy_helper.to_array(weights[conv.input[2]])
-    name = conv.name or "output_conv"
-    weight, bias_name = f"{name}_blocked_weight", f"{name}_blocked_bias"
-    graph.initializer.extend(
-        [
-            onnx.numpy_helper.from_array(blocked_kernel(kernel, PIXEL_BLOCK), weight),
-            onnx.numpy_helper.from_array(np.tile(bias, PIXEL_BLOCK**2), bias_name),
-        ]
-    )
-    blocked = [
-        onnx.helper.make_node(
-            "SpaceToDepth", [conv.input[0]], [f"{name}_in"], blocksize=PIXEL_BLOCK
-        ),
-        onnx.helper.make_node("Conv", [f"{name}_in", weight, bias_name], [f"{name}_out"]),
-        onnx.helper.make_node(
-            "DepthToSpace", [f"{name}_out"], [conv.output[0]], blocksize=PIXEL_BLOCK, mode="DCR"
-        ),
-    ]
-    index = list(graph.node).index(conv)
-    graph.node.remove(conv)
-    for offset, node in enumerate(blocked):
-        graph.node.insert(index + offset, node)
-    for unused in (conv.input[1], conv.input[2]):
-        graph.initializer.remove(weights[unused])
-
-
-def blocked_kernel(weight: np.ndarray, block: int) -> np.ndarray:
-    """The kernel of `weight`'s (stride 1, unpadded) convolution on SpaceToDepth(block) input,
-    giving DepthToSpace(block, DCR) output. Both order channels (row offset, column offset,
-    channel): output pixel offset (dy, dx) reads input offset (r, s) of the block p rows down
-    through tap block * p + r - dy of the original kernel (zero outside it).
-    """
-    outputs, inputs, size = weight.shape[:3]
-    taps = -(-(size + block - 1) // block)  # ceil: blocks that a shifted kernel row spans
-    kernel = np.zeros((block, block, outputs, block, block, inputs, taps, taps), weight.dtype)
-    for dy in range(block):
-        for dx in range(block):
-            shifted = np.zeros((outputs, inputs, taps * block, taps * block), weight.dtype)
-            shifted[:, :, dy : dy + size, dx : dx + size] = weight
-            blocks = shifted.reshape(outputs, inputs, taps, block, taps, block)
-            kernel[dy, dx] = blocks.transpose(0, 3, 5, 1, 2, 4)
-    return kernel.reshape(block * block * outputs, block * block * inputs, taps, taps)
 
 
 def max_difference(

@@ -9,6 +9,9 @@ ECCV 2016), with the two changes everyone adopted since:
   Computed without the upsampled image (`upsample_conv3x3`, `upsample_conv3x3_phases`): the
   same function, less work.
 
+`TransformerNet.compute_as` picks how the one function is computed: for training, for export (on 2x2
+pixel blocks where that fills the CPU's vectors) or as the layers are declared.
+
 Images are float RGB in [0, 1], NCHW. The output is not clamped: the loss sees the raw values and
 whoever turns the output into pixels clamps it.
 """
@@ -28,15 +31,50 @@ class ConvLayer(nn.Sequential):
         )
 
 
+def phase_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """A stride-1 k x k kernel as a stride-2 (k+1) x (k+1) one with 4x the outputs: output
+    channel 4 * o + 2 * row parity + column parity is the kernel shifted by that parity.
+
+    conv2d(x, phase_kernel(w), stride=2) is conv2d(x, w) on 2x2 pixel blocks, in pixel_unshuffle's
+    channel order, for inputs of even size after padding: the same multiply-adds (plus the zero
+    row and column), with 4x the output channels at a quarter of the pixels.
+    """
+    shifted = [F.pad(weight, (dx, 1 - dx, dy, 1 - dy)) for dy in (0, 1) for dx in (0, 1)]
+    return torch.stack(shifted, 1).flatten(0, 1)
+
+
+def conv_to_pixel_blocks(x: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
+    """A stride-1 ConvLayer's output as 2x2 pixel blocks (pixel_unshuffle order)."""
+    pad, conv = layer
+    return F.conv2d(pad(x), phase_kernel(conv.weight), conv.bias.repeat_interleave(4), stride=2)
+
+
+def stride2_kernel_on_blocks(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 stride-2 kernel for input given as 2x2 pixel blocks and padded by one block at the
+    top and left: output row j reads input rows 2j-1, 2j, 2j+1, the odd row of block j-1 and both
+    rows of block j (the same for columns). 7 of the 16 taps per block pair are zero."""
+    out_channels, in_channels = weight.shape[:2]
+    taps = F.pad(weight, (1, 0, 1, 0)).reshape(out_channels, in_channels, 2, 2, 2, 2)
+    return taps.permute(0, 1, 3, 5, 2, 4).reshape(out_channels, 4 * in_channels, 2, 2)
+
+
 class OutputConv(ConvLayer):
-    """The last ConvLayer (to 3 channels), convolved channels-last.
+    """The last ConvLayer (to 3 channels), convolved channels-last for training and on 2x2 pixel
+    blocks for export (`form`, set by TransformerNet.compute_as).
 
     With 3 output channels, oneDNN's NCHW kernels ran at ~35 GFLOP/s on the 2-core Xeon; NHWC
-    took 173 instead of 297 ms forward and backward for full width, batch 4, 256 px. Export is
-    unaffected: ONNX has no memory formats.
+    took 173 instead of 297 ms forward and backward for full width, batch 4, 256 px. In
+    onnxruntime (no memory formats), whose blocked convolutions pad the output channels to 16 on
+    AVX-512 (8 on AVX2), 3 channels did 5x the work needed: in blocks it computes 12.
     """
 
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        super().__init__(in_channels, out_channels, kernel_size)
+        self.form = "training"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "export":
+            return F.pixel_shuffle(conv_to_pixel_blocks(x, self), 2)
         pad, conv = self
         return conv(pad(x).contiguous(memory_format=torch.channels_last))
 
@@ -154,16 +192,16 @@ def upsample_conv3x3_phases(
     return F.pixel_shuffle(out, 2)  # channel 4 * o + 2 * row parity + column parity
 
 
-UPSAMPLING = {"transposed": upsample_conv3x3, "phases": upsample_conv3x3_phases}
+UPSAMPLING = {"training": upsample_conv3x3, "export": upsample_conv3x3_phases}
 
 
 class UpsampleConv(nn.Sequential):
     """Nearest x2 upsampling, then a 3x3 conv: no checkerboard, unlike a learned ConvTranspose.
 
     The layers below define the function (and the state_dict keys); `forward` computes the same
-    another way (`mode`, set by TransformerNet.upsampling): "transposed", the default, for
-    training (2.25x fewer multiply-adds, no upsampled copy of the input); "phases", for export;
-    "declared", the layers as written.
+    another way (`form`, set by TransformerNet.compute_as): "training", the default, as a transposed
+    convolution (2.25x fewer multiply-adds, no upsampled copy of the input); "export", as phase
+    convolutions; "declared", the layers as written.
     """
 
     def __init__(self, in_channels: int, out_channels: int):
@@ -171,13 +209,38 @@ class UpsampleConv(nn.Sequential):
             nn.Upsample(scale_factor=2, mode="nearest"),
             ConvNormReLU(in_channels, out_channels, 3),
         )
-        self.mode = "transposed"
+        self.form = "training"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "declared":
+        if self.form == "declared":
             return super().forward(x)
         conv, norm, relu = self[1][0][1], self[1][1], self[1][2]
-        return relu(norm(UPSAMPLING[self.mode](x, conv.weight, conv.bias)))
+        return relu(norm(UPSAMPLING[self.form](x, conv.weight, conv.bias)))
+
+
+def encode_on_pixel_blocks(
+    x: torch.Tensor, first: ConvNormReLU, second: ConvNormReLU
+) -> torch.Tensor:
+    """second(first(x)), with first's full-resolution output computed and kept as 2x2 pixel
+    blocks (`conv_to_pixel_blocks`): 4x the channels at a quarter of the pixels, which fill
+    onnxruntime's channel blocks where a slim network's first layer does not."""
+    conv, norm, relu = first
+    blocks = conv_to_pixel_blocks(x, conv)
+    # A channel's four phases side by side are its whole plane: the norm sees the image's
+    # statistics, and the shared ones of tiled inference are those of the declared layer.
+    plane = relu(norm(blocks.unflatten(1, (-1, 4)).flatten(2, 3)))
+    blocks = plane.unflatten(2, (4, -1)).flatten(1, 2)
+    (_, conv), norm, relu = second
+    # Block -1 replicates block 0, whose odd row is row 1: the reflection of row -1.
+    padded = F.pad(blocks, (1, 0, 1, 0), mode="replicate")
+    return relu(norm(F.conv2d(padded, stride2_kernel_on_blocks(conv.weight), conv.bias)))
+
+
+FORMS = ("training", "export", "declared")
+# Export computes the first layer on pixel blocks below this width, where its channels do not fill
+# onnxruntime's 16-wide AVX-512 channel blocks: 8 x 5 at 1080x1080 on the 2-core Xeon took 10%
+# less time. At full width the blocks' extra (zero) taps made the network 5-10% slower.
+BLOCKED_INPUT_BELOW_WIDTH = 16
 
 
 class TransformerNet(nn.Module):
@@ -202,6 +265,7 @@ class TransformerNet(nn.Module):
         self.width = width
         self.num_res_blocks = num_res_blocks
         self.stages = stages
+        self.form = "training"
         # height and width must be multiples of this inside the network
         self.downsample = 2**stages
         channels = [width * 2**stage for stage in range(stages + 1)]
@@ -221,16 +285,21 @@ class TransformerNet(nn.Module):
         pad_h = max(least - height, (-height) % self.downsample)
         pad_w = max(least - width, (-width) % self.downsample)
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return self.layers(x)[..., :height, :width]
+        layers = self.layers
+        if self.form == "export" and self.width < BLOCKED_INPUT_BELOW_WIDTH:
+            x, layers = encode_on_pixel_blocks(x, *layers[:2]), layers[2:]
+        return layers(x)[..., :height, :width]
 
-    def upsampling(self, mode: str) -> "TransformerNet":
-        """How the upsampling layers compute (see UpsampleConv): "transposed" (the default, for
-        training), "phases" (for export) or "declared". The same function every way."""
-        if mode not in (*UPSAMPLING, "declared"):
-            raise ValueError(f"upsampling mode {mode!r}: transposed, phases or declared")
+    def compute_as(self, form: str) -> "TransformerNet":
+        """How to compute the network's one function: "training" (the default), "export" (for
+        onnxruntime: phase convolutions and pixel blocks, see UpsampleConv, OutputConv and
+        encode_on_pixel_blocks) or "declared" (the layers as written: to count their FLOPs, and
+        what the other forms are tested against)."""
+        if form not in FORMS:
+            raise ValueError(f"form {form!r}: one of {', '.join(FORMS)}")
         for module in self.modules():
-            if isinstance(module, UpsampleConv):
-                module.mode = mode
+            if isinstance(module, (TransformerNet, UpsampleConv, OutputConv)):
+                module.form = form
         return self
 
     def norms(self) -> list[InstanceNorm]:

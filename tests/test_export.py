@@ -11,13 +11,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from images_fixtures import PHOTOS, ROOT, exported_model, make_checkpoint, run_export
 from stylenet import export
 from stylenet.errors import StylenetError
-from stylenet.network import TransformerNet, UpsampleConv
+from stylenet.network import TransformerNet
 
 
 @pytest.fixture(scope="module")
@@ -73,46 +72,38 @@ def test_statistics_interface(model: Path):
     assert meta["downsample"] == "4" and meta["network_stages"] == "2"
 
 
-def test_upsampling_exported_as_phases(model: Path):
-    """Each upsampling is exported as a convolution at the lower resolution to 4x the channels
-    and a DepthToSpace (`upsample_conv3x3_phases`): no upsampled image (Resize), and none of the
-    column buffer that onnxruntime's ConvTranspose (training's way) kept. The caller's network
-    keeps training's way."""
-    ops = [node.op_type for node in onnx.load(model).graph.node]
-    assert "ConvTranspose" not in ops and "Resize" not in ops
-    assert ops.count("DepthToSpace") == 2 + 1  # the upsamplings and the output conv
-    network = TransformerNet(width=4, num_res_blocks=0)
-    export.to_onnx(network, opset=18)
-    assert all(m.mode == "transposed" for m in network.modules() if isinstance(m, UpsampleConv))
-
-
-def test_output_conv_runs_on_pixel_blocks(model: Path):
-    """The 3-channel output conv, padded to 16 channels by onnxruntime's AVX-512 kernels, runs
-    on 2x2 pixel blocks; test_exported_model_matches_checkpoint_network checks the function."""
+def test_export_form(model: Path):
+    """The graph computes at lower resolutions where it can (`TransformerNet.compute_as`):
+    - each upsampling as a convolution at the lower resolution to 4x the channels, then a
+      DepthToSpace: no upsampled image (Resize), no column buffer (ConvTranspose);
+    - the output conv on 2x2 pixel blocks, stride 2 to 4 x 3 channels, then a DepthToSpace;
+    - for this slim network (width 8) the first layer too: stride 2 to 4 x 8 channels, and the
+      stride-2 conv after it reads the blocks with a 2x2 kernel.
+    Every kernel is an initializer (folded at export). The caller's network keeps training's form.
+    test_exported_model_matches_checkpoint_network checks that the function is the same."""
     graph = onnx.load(model).graph
     ops = [node.op_type for node in graph.node]
-    start = ops.index("SpaceToDepth")
-    assert ops[start : start + 3] == ["SpaceToDepth", "Conv", "DepthToSpace"]
-    shapes = [list(init.dims) for init in graph.initializer if len(init.dims) == 4]
-    assert [12, 4 * 8, 5, 5] in shapes
-    assert not [shape for shape in shapes if shape[0] == 3]
+    assert "ConvTranspose" not in ops and "Resize" not in ops
+    assert ops.count("DepthToSpace") == 2 + 1
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    kernels = [shapes[conv.input[1]] for conv in convs]
+    strides = [next(a.ints for a in conv.attribute if a.name == "strides") for conv in convs]
+    assert kernels[:2] == [[4 * 8, 3, 10, 10], [16, 4 * 8, 2, 2]]
+    assert strides[:2] == [[2, 2], [1, 1]]
+    assert kernels[-1] == [4 * 3, 8, 10, 10] and strides[-1] == [2, 2]
+    assert next(n for n in graph.node if convs[-1].output[0] in n.input).op_type == "DepthToSpace"
+    network = TransformerNet(width=4, num_res_blocks=0)
+    export.to_onnx(network, opset=18)
+    assert {m.form for m in network.modules() if hasattr(m, "form")} == {"training"}
 
 
-@pytest.mark.parametrize(("block", "size"), [(2, 9), (4, 9), (2, 3)])
-def test_blocked_kernel_convolves_like_the_original(block: int, size: int):
-    generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(3, 5, size, size, generator=generator)
-    image = torch.randn(1, 5, 8 * block, 6 * block, generator=generator)
-    kernel = torch.from_numpy(export.blocked_kernel(weight.numpy(), block))
-    # SpaceToDepth and DepthToSpace (DCR): channel (row offset, column offset, channel)
-    rows, cols = image.shape[2] // block, image.shape[3] // block
-    blocks = image.reshape(1, 5, rows, block, cols, block).permute(0, 3, 5, 1, 2, 4)
-    out = F.conv2d(blocks.reshape(1, -1, rows, cols), kernel)
-    out = out.reshape(1, block, block, 3, *out.shape[2:]).permute(0, 3, 4, 1, 5, 2)
-    out = out.reshape(1, 3, out.shape[2] * block, out.shape[4] * block)
-    expected = F.conv2d(image, weight)
-    assert out.shape == expected.shape
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+def test_full_width_first_layer_is_exported_as_declared():
+    """At full width the first layer's 32 channels fill onnxruntime's blocks: exported as is."""
+    graph = export.to_onnx(TransformerNet(width=32, num_res_blocks=0), opset=18).graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    assert [shapes[conv.input[1]] for conv in convs[:2]] == [[32, 3, 9, 9], [64, 32, 3, 3]]
 
 
 def test_graph_is_dynamic_and_named(model: Path):
