@@ -9,8 +9,8 @@ ECCV 2016), with the two changes everyone adopted since:
   Computed without the upsampled image (`upsample_conv3x3`, `upsample_conv3x3_phases`): the
   same function, less work.
 
-`TransformerNet.compute_as` picks how the one function is computed: for training, for export (on 2x2
-pixel blocks where that fills the CPU's vectors) or as the layers are declared.
+`TransformerNet.compute_as` picks how the one function is computed: for training, for export (on
+2x2 pixel blocks where that fills the CPU's vectors) or as the layers are declared.
 
 Images are float RGB in [0, 1], NCHW. The output is not clamped: the loss sees the raw values and
 whoever turns the output into pixels clamps it.
@@ -199,9 +199,9 @@ class UpsampleConv(nn.Sequential):
     """Nearest x2 upsampling, then a 3x3 conv: no checkerboard, unlike a learned ConvTranspose.
 
     The layers below define the function (and the state_dict keys); `forward` computes the same
-    another way (`form`, set by TransformerNet.compute_as): "training", the default, as a transposed
-    convolution (2.25x fewer multiply-adds, no upsampled copy of the input); "export", as phase
-    convolutions; "declared", the layers as written.
+    another way (`form`, set by TransformerNet.compute_as): "training", the default, as a
+    transposed convolution (2.25x fewer multiply-adds, no upsampled copy of the input); "export",
+    as phase convolutions; "declared", the layers as written.
     """
 
     def __init__(self, in_channels: int, out_channels: int):
@@ -239,7 +239,8 @@ def encode_on_pixel_blocks(
 FORMS = ("training", "export", "declared")
 # Export computes the first layer on pixel blocks below this width, where its channels do not fill
 # onnxruntime's 16-wide AVX-512 channel blocks: 8 x 5 at 1080x1080 on the 2-core Xeon took 10%
-# less time. At full width the blocks' extra (zero) taps made the network 5-10% slower.
+# less time. At full width the blocks' extra (zero) taps made the network 5-10% slower. On AVX2
+# (8-wide blocks) width 8 fills the blocks already: not measured there.
 BLOCKED_INPUT_BELOW_WIDTH = 16
 
 
