@@ -1,6 +1,6 @@
 """Inference speed and memory of exported models in onnxruntime, fp32 and int8, whole and tiled.
 
-    .venv/bin/python benchmarks/inference.py [--width 32 16 16 8 --blocks 5 5 3 3 --stages 2 ...]
+    .venv/bin/python benchmarks/inference.py [--width 32 8 8 8 --blocks 5 4 3 5 --stages 2 ...]
         [--trained A.onnx B.onnx ...] [--threads N --repeats 5 --tiled 6000x4000]
 
 For each network (width, residual blocks and stages, paired), random weights (speed does not depend
@@ -161,8 +161,8 @@ def cpu() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, nargs="+", default=[32, 16, 16, 8])
-    parser.add_argument("--blocks", type=int, nargs="+", default=[5, 5, 3, 3])
+    parser.add_argument("--width", type=int, nargs="+", default=[32, 8, 8, 8])
+    parser.add_argument("--blocks", type=int, nargs="+", default=[5, 4, 3, 5])
     parser.add_argument("--stages", type=int, nargs="+", help="stride-2 stages (2 each)")
     parser.add_argument("--trained", type=Path, nargs="+", help="exported models to measure")
     parser.add_argument("--count", type=int, default=8, help="held-out photos for quality (8)")
