@@ -174,7 +174,7 @@ def test_experiment_recipe_overrides_the_groups():
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         default = compose("train")
         fast = compose("train", overrides=["experiment=cpu_fast"])
-    assert (default.network.width, fast.network.width) == (32, 16)
+    assert (default.network.width, fast.network.width) == (8, 16)
     assert fast.trainer.max_steps < default.trainer.max_steps
     assert fast.data.image_size == default.data.image_size  # what the recipe leaves alone stays
 
