@@ -5,12 +5,16 @@
 
 For each model (an exported .onnx or a train.py checkpoint), on a fixed subset of held-out photos
 (evenly spaced in ../shared/data/photos/val, longer side at most --size, never enlarged): the
-style and content errors of stylenet.quality, the model's total training loss and its latency per
-image. Then, on the first --gatys-count photos at most --gatys-size px (smaller when time demands:
-~0.4 s per L-BFGS step at 256 px, ~1.5 s at 481x321 on 2 CPU cores), Gatys optimisation with the
-model's own loss weights and style scale: the same figures after each of --steps (0: the photo
-itself), and the step at which it first reaches the model's total loss, i.e. how many
-optimisation steps one forward pass of the network is worth. Prints Markdown.
+style and content errors of stylenet.quality, with the style error of each VGG layer, the
+model's total training loss and its latency per image. A folder of another tool's results (one
+image per photo, named after it) is scored the same way, against the painting given by --style.
+Every model is measured against the painting at one scale (--style-size), whatever it was
+trained with. Then, for models, on the first --gatys-count photos at most --gatys-size px
+(smaller when time demands: ~0.4 s per L-BFGS step at 256 px, ~1.5 s at 481x321 on 2 CPU
+cores), Gatys optimisation with the model's own loss weights and style scale: the same figures
+after each of --steps (0: the photo itself), and the step at which it first reaches the model's
+total loss, i.e. how many optimisation steps one forward pass of the network is worth. Prints
+Markdown.
 """
 
 import argparse
@@ -36,7 +40,7 @@ from stylenet.export import Clamped, load_checkpoint
 from stylenet.images import save_image
 from stylenet.loss import PerceptualLoss
 from stylenet.optimize import gatys_steps, load_photo, to_rgb
-from stylenet.quality import Scorer
+from stylenet.quality import STYLE_LAYERS, Scorer
 from stylenet.runtime import Stylizer
 
 DATA_DIR = Path(os.environ.get("STYLENET_DATA_DIR", CONFIG_DIR.parents[1] / "shared" / "data"))
@@ -45,24 +49,27 @@ CELL = 192  # height of a contact-sheet cell in pixels
 
 @dataclass
 class Model:
-    """A trained network behind one call, with the training config it records."""
+    """A trained network behind one call, with the training config it records; or a folder of
+    another tool's stylized photos (`network` false: nothing to time or run at other sizes)."""
 
     name: str
-    stylize: Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) in [0, 1] -> same
+    stylize: Callable[[torch.Tensor, str], torch.Tensor]  # (1, 3, H, W) in [0, 1], photo name
     config: dict
+    network: bool = True
 
 
 @dataclass
 class Result:
-    """One stylized image's figures."""
+    """One stylized image's figures: errors, the style error of each VGG layer, time."""
 
     style: float
     content: float
     total: float
     seconds: float
+    layers: dict[str, float]
 
 
-RESULT_FIELDS = [f.name for f in fields(Result)]
+NUMBER_FIELDS = [f.name for f in fields(Result) if f.name != "layers"]
 
 
 @dataclass
@@ -76,12 +83,15 @@ class PhotoRun:
 
 
 def load_model(path: Path) -> Model:
-    """An .onnx model in onnxruntime (as users run it) or a checkpoint in PyTorch."""
+    """An .onnx model in onnxruntime (as users run it), a checkpoint in PyTorch, or a folder of
+    stylized photos."""
+    if path.is_dir():
+        return stored_outputs(path)
     if path.suffix == ".onnx":
         stylizer = Stylizer(path)
         config = json.loads(stylizer.metadata.get("training_config") or "{}")
 
-        def run(photo: torch.Tensor) -> torch.Tensor:
+        def run(photo: torch.Tensor, name: str) -> torch.Tensor:
             return torch.from_numpy(stylizer.run(photo.permute(0, 2, 3, 1).numpy())).permute(
                 0, 3, 1, 2
             )
@@ -89,7 +99,28 @@ def load_model(path: Path) -> Model:
         return Model(path.name, run, config)
     checkpoint = load_checkpoint(path)
     network = Clamped(checkpoint.network).eval()
-    return Model(path.name, torch.no_grad()(network), checkpoint.config)
+    return Model(path.name, torch.no_grad()(lambda photo, name: network(photo)), checkpoint.config)
+
+
+def stored_outputs(folder: Path) -> Model:
+    """Another tool's results, scored like a model: for photo P.jpg the one image in `folder`
+    named P.* or P_*.* (P_styled.png, P_wave.jpg), at the photo's size. Needs --style."""
+    files = find_images(folder)
+
+    def lookup(photo: torch.Tensor, name: str) -> torch.Tensor:
+        stem = Path(name).stem
+        matches = [f for f in files if f.stem == stem or f.stem.startswith(f"{stem}_")]
+        if len(matches) != 1:
+            raise StylenetError(f"{folder}: {len(matches)} images named {stem}.* or {stem}_*.*")
+        output = load_photo(matches[0], None)[0]
+        if output.shape != photo.shape:
+            raise StylenetError(
+                f"{matches[0]} is {output.shape[3]}x{output.shape[2]}, its photo "
+                f"{photo.shape[3]}x{photo.shape[2]}: make the outputs at --size"
+            )
+        return output
+
+    return Model(folder.name, lookup, {}, network=False)
 
 
 def style_path(config: dict, override: Path | None) -> Path:
@@ -133,17 +164,20 @@ class Judge:
     loss: PerceptualLoss
     scorer: Scorer
     style_file: Path
-    style_size: int
+    style_size: int  # the loss's: the model's own
     source: str  # where the loss settings came from
 
     @classmethod
-    def of(cls, model: Model, style: Path | None, vgg_weights: str | None) -> "Judge":
+    def of(
+        cls, model: Model, style: Path | None, ruler_size: int, vgg_weights: str | None
+    ) -> "Judge":
+        """The model's loss at its own style size; the scorer's ruler at `ruler_size` for all."""
         loss, source = build_loss(model.config, vgg_weights)
-        style_size = (model.config.get("style") or {}).get("size", 512)
+        style_size = (model.config.get("style") or {}).get("size", ruler_size)
         style_file = style_path(model.config, style)
-        image = load_style_image(style_file, style_size)
-        loss.set_style(image)
-        return cls(loss, Scorer(image, vgg=loss.vgg), style_file, style_size, source)
+        loss.set_style(load_style_image(style_file, style_size))
+        scorer = Scorer(load_style_image(style_file, ruler_size), vgg=loss.vgg)
+        return cls(loss, scorer, style_file, style_size, source)
 
 
 def pick_photos(folder: Path, count: int) -> list[Path]:
@@ -155,11 +189,11 @@ def pick_photos(folder: Path, count: int) -> list[Path]:
 
 
 def measure(
-    model: Model, loss: PerceptualLoss, scorer: Scorer, photo: torch.Tensor
+    model: Model, loss: PerceptualLoss, scorer: Scorer, photo: torch.Tensor, name: str
 ) -> tuple[Result, torch.Tensor]:
-    """The model's figures on one photo, and its output."""
+    """The model's figures on one photo (file `name`), and its output."""
     start = time.perf_counter()
-    output = model.stylize(photo)
+    output = model.stylize(photo, name)
     seconds = time.perf_counter() - start
     return score(loss, scorer, output, photo, seconds), output
 
@@ -168,17 +202,23 @@ def score(
     loss: PerceptualLoss, scorer: Scorer, output: torch.Tensor, photo: torch.Tensor, seconds: float
 ) -> Result:
     """Quality errors and total training loss of `output` for `photo`."""
-    errors = scorer(output, photo)
+    errors = {name: float(value) for name, value in scorer(output, photo).items()}
     with torch.no_grad():
-        total = loss(output, photo)["total"]
-    return Result(float(errors["style"]), float(errors["content"]), float(total), seconds)
+        total = float(loss(output, photo)["total"])
+    layers = {name: errors[name] for name in STYLE_LAYERS}
+    return Result(errors["style"], errors["content"], total, seconds, layers)
 
 
 def run_gatys(
-    model: Model, loss: PerceptualLoss, scorer: Scorer, photo: torch.Tensor, steps: list[int]
+    model: Model,
+    loss: PerceptualLoss,
+    scorer: Scorer,
+    photo: torch.Tensor,
+    name: str,
+    steps: list[int],
 ) -> tuple[PhotoRun, float]:
     """Model and Gatys on one photo; also the mean seconds per Gatys step."""
-    model_result, output = measure(model, loss, scorer, photo)
+    model_result, output = measure(model, loss, scorer, photo, name)
     run = PhotoRun(model_result, images={"model": to_rgb(output)})
     elapsed, iterator = 0.0, gatys_steps(loss, photo)
     for step in range(max(steps) + 1):
@@ -196,15 +236,26 @@ def run_gatys(
 
 def mean_result(results: list[Result]) -> Result:
     """The mean of each figure."""
-    return Result(*(statistics.mean(getattr(r, key) for r in results) for key in RESULT_FIELDS))
+    means = {key: statistics.mean(getattr(r, key) for r in results) for key in NUMBER_FIELDS}
+    layers = {name: statistics.mean(r.layers[name] for r in results) for name in STYLE_LAYERS}
+    return Result(**means, layers=layers)
+
+
+TABLE_HEADER = (
+    "| photos | method | style error | content error | total loss | time per image | "
+    + " | ".join(f"{name} style" for name in STYLE_LAYERS)
+    + " |\n|---|---|---:|---:|---:|---:|"
+    + "---:|" * len(STYLE_LAYERS)
+)
 
 
 def mean_row(label: str, photos: str, results: list[Result], time_text: str) -> str:
-    """A Markdown row of mean figures."""
+    """A Markdown row of mean figures (TABLE_HEADER's columns)."""
     mean = mean_result(results)
+    layers = " | ".join(f"{mean.layers[name]:.3f}" for name in STYLE_LAYERS)
     return (
         f"| {photos} | {label} | {mean.style:.3f} | {mean.content:.3f} | {mean.total:.3f} "
-        f"| {time_text} |"
+        f"| {time_text} | {layers} |"
     )
 
 
@@ -237,7 +288,12 @@ def contact_sheet(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path, help=".onnx models or .ckpt checkpoints")
+    parser.add_argument(
+        "models",
+        nargs="+",
+        type=Path,
+        help=".onnx models, .ckpt checkpoints, or folders of another tool's outputs (see --style)",
+    )
     parser.add_argument("--photos", type=Path, default=DATA_DIR / "photos" / "val")
     parser.add_argument("--count", type=int, default=8, help="photos for the model figures (8)")
     parser.add_argument("--size", type=int, default=512, help="their longer side, max (512)")
@@ -245,6 +301,12 @@ def main() -> None:
     parser.add_argument("--gatys-size", type=int, default=256, help="its longer side, max (256)")
     parser.add_argument("--steps", default="0,50,100,300", help="Gatys step counts to report")
     parser.add_argument("--style", type=Path, help="style image, if the recorded one is not here")
+    parser.add_argument(
+        "--style-size",
+        type=int,
+        default=512,
+        help="the style image's longer side for the errors, the same for every model (512)",
+    )
     parser.add_argument("--vgg-weights", help="VGG16 weights (default: $STYLENET_VGG_WEIGHTS)")
     parser.add_argument("--grid", type=Path, help="write a photos x models contact sheet here")
     args = parser.parse_args()
@@ -272,33 +334,32 @@ def report(args: argparse.Namespace) -> None:
     columns = ["photo"]
     for path in args.models:
         model = load_model(path)
-        judge = Judge.of(model, args.style, args.vgg_weights)
+        judge = Judge.of(model, args.style, args.style_size, args.vgg_weights)
         loss, scorer = judge.loss, judge.scorer
         print(
-            f"## {model.name}: style {judge.style_file.name} at {judge.style_size} px; loss from "
+            f"## {model.name}: style {judge.style_file.name} at {args.style_size} px (loss: "
+            f"{judge.style_size} px); loss from "
             f"{judge.source}: style_weight {loss.style_weight}, content_weight "
             f"{loss.content_weight} ({', '.join(loss.content_layers)}), "
             f"tv_weight {loss.tv_weight}\n"
         )
-        print("| photos | method | style error | content error | total loss | time per image |")
-        print("|---|---|---:|---:|---:|---:|")
+        print(TABLE_HEADER)
         results = []
         for photo_path in photos:
-            result, output = measure(model, loss, scorer, tensors[photo_path.name])
+            result, output = measure(model, loss, scorer, tensors[photo_path.name], photo_path.name)
             results.append(result)
             sheet_rows[photo_path.name][model.name] = to_rgb(output)
         latency = statistics.median(r.seconds for r in results[1:] or results)  # 1st: warm-up
         where = f"{len(photos)} x max {args.size} px"
         print(mean_row("model, 1 forward pass", where, results, f"{latency * 1000:.0f} ms"))
         columns.append(model.name)
-        if not gatys_photos:
+        if not gatys_photos or not model.network:
             continue
         runs, per_step = [], []
         model_at = f"{model.name} at {args.gatys_size} px"
         for photo_path in gatys_photos:
-            run, seconds = run_gatys(
-                model, loss, scorer, load_photo(photo_path, args.gatys_size)[0], steps
-            )
+            photo = load_photo(photo_path, args.gatys_size)[0]
+            run, seconds = run_gatys(model, loss, scorer, photo, photo_path.name, steps)
             runs.append(run)
             per_step.append(seconds)
             for label, image in run.images.items():

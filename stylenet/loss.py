@@ -10,7 +10,7 @@ drop of content error", whichever weights file is used.
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -177,7 +177,12 @@ class PerceptualLoss(nn.Module):
 
     def __init__(
         self,
-        style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
+        style_layers: Mapping[str, float] | Sequence[str] = (
+            "relu1_2",
+            "relu2_2",
+            "relu3_3",
+            "relu4_3",
+        ),
         content_layers: Sequence[str] = ("relu2_2",),
         style_weight: float = 3.0,
         content_weight: float = 1.0,
@@ -193,7 +198,16 @@ class PerceptualLoss(nn.Module):
             ("tv_weight", tv_weight),
         ]:
             check_number(f"loss.{key}", value, 0)
+        # A list weighs its layers equally; a mapping gives each layer its weight. The style term
+        # is the weighted mean, so style_weight keeps its meaning whatever the weights.
+        if not isinstance(style_layers, Mapping):
+            style_layers = dict.fromkeys(style_layers, 1.0)
+        for name, weight in style_layers.items():
+            check_number(f"loss.style_layers.{name}", weight, 0)
+        if not sum(style_layers.values()) > 0:
+            raise StylenetError("loss.style_layers: at least one weight must be positive")
         self.style_layers = list(style_layers)
+        self.style_layer_weights = dict(style_layers)
         self.content_layers = list(content_layers)
         self.style_weight = style_weight
         self.content_weight = content_weight
@@ -221,12 +235,12 @@ class PerceptualLoss(nn.Module):
         # The photo's features are a target: no gradient, and only the content layers.
         with torch.no_grad():
             content_features = self.vgg(content, self.content_layers)
-        style = torch.stack(
-            [
-                relative_error(gram_matrix(out_features[name]), self.style_grams[name]).mean()
-                for name in self.style_layers
-            ]
-        ).mean()
+        weights = self.style_layer_weights
+        style = sum(
+            weights[name]
+            * relative_error(gram_matrix(out_features[name]), self.style_grams[name]).mean()
+            for name in self.style_layers
+        ) / sum(weights.values())
         content_loss = torch.stack(
             [
                 relative_error(out_features[name], content_features[name]).mean()

@@ -24,13 +24,15 @@ def relative_distance(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return relative_error(x, target).sqrt()
 
 
-def style_error(
+def layer_style_errors(
     features: Mapping[str, torch.Tensor], style_grams: Mapping[str, torch.Tensor]
-) -> torch.Tensor:
-    """Per-sample mean over the layers of `style_grams` of the relative Gram distance."""
-    return torch.stack(
-        [relative_distance(gram_matrix(features[name]), gram) for name, gram in style_grams.items()]
-    ).mean(0)
+) -> dict[str, torch.Tensor]:
+    """Per layer of `style_grams`, the per-sample relative Gram distance: which scale of the
+    painting's texture is missing (relu1_2: palette and finest strokes; relu4_3: large shapes)."""
+    return {
+        name: relative_distance(gram_matrix(features[name]), gram)
+        for name, gram in style_grams.items()
+    }
 
 
 def content_error(features: torch.Tensor, photo_features: torch.Tensor) -> torch.Tensor:
@@ -61,10 +63,13 @@ class Scorer:
 
     @torch.no_grad()
     def __call__(self, output: torch.Tensor, photo: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"style", "content"} errors per sample of `output`, the stylized `photo` (B, 3, H, W)."""
+        """Errors per sample of `output`, the stylized `photo` (B, 3, H, W): "style", "content",
+        and the style error of each layer under its name ("relu1_2", ...)."""
         features = self.vgg(output.to(self.device), STYLE_LAYERS)
         photo_features = self.vgg(photo.to(self.device), (CONTENT_LAYER,))
+        layers = layer_style_errors(features, self.style_grams)
         return {
-            "style": style_error(features, self.style_grams),
+            "style": torch.stack(list(layers.values())).mean(0),  # the mean over the layers
             "content": content_error(features[CONTENT_LAYER], photo_features[CONTENT_LAYER]),
+            **layers,
         }

@@ -74,13 +74,16 @@ def test_relative_error_by_hand():
     assert relative_error(x, torch.tensor([[3.0, 0.0]])).tolist() == pytest.approx([16 / 9, 5 / 9])
 
 
-def test_loss_matches_an_independent_computation(reference_vgg):
+@pytest.mark.parametrize("layer_weights", [None, [4.0, 2.0, 1.0, 0.5]])
+def test_loss_matches_an_independent_computation(reference_vgg, layer_weights):
     style = load_style_image(STYLES / "starry_night.jpg", 96)
     photos = torch.cat([_photo(0), _photo(1)])
     output = torch.rand_like(photos, generator=torch.Generator().manual_seed(0))
-    loss = PerceptualLoss(
-        STYLE_LAYERS, ["relu2_2"], style_weight=3.0, content_weight=2.0, tv_weight=0.5
-    )
+    # A list of layers weighs them equally; a mapping gives each its weight.
+    layers = STYLE_LAYERS
+    if layer_weights is not None:
+        layers = dict(zip(STYLE_LAYERS, layer_weights, strict=True))
+    loss = PerceptualLoss(layers, ["relu2_2"], style_weight=3.0, content_weight=2.0, tv_weight=0.5)
     loss.set_style(style)
     got = loss(output, photos)
 
@@ -89,7 +92,7 @@ def test_loss_matches_an_independent_computation(reference_vgg):
     for name in STYLE_LAYERS:
         gs, go = _np_gram(fs[name]), _np_gram(fo[name])
         style_errors.append(np.mean(((go - gs) ** 2).sum((1, 2)) / (gs**2).sum()))
-    expected_style = np.mean(style_errors)
+    expected_style = np.average(style_errors, weights=layer_weights)
     c_out, c_photo = fo["relu2_2"], fc["relu2_2"]
     expected_content = np.mean(
         ((c_out - c_photo) ** 2).sum((1, 2, 3)) / (c_photo**2).sum((1, 2, 3))
@@ -183,3 +186,7 @@ def test_weights_file_from_the_environment(tmp_path, monkeypatch):
 def test_negative_weight_is_refused():
     with pytest.raises(StylenetError, match=r"loss\.style_weight"):
         PerceptualLoss(style_weight=-1)
+    with pytest.raises(StylenetError, match=r"loss\.style_layers\.relu1_2"):
+        PerceptualLoss({"relu1_2": -1.0, "relu2_2": 1.0})
+    with pytest.raises(StylenetError, match="at least one weight must be positive"):
+        PerceptualLoss({"relu1_2": 0.0})

@@ -12,7 +12,7 @@ from images_fixtures import PHOTOS, exported_model, make_checkpoint
 from stylenet.data import load_style_image
 from stylenet.errors import StylenetError
 from stylenet.loss import VGGFeatures, gram_matrix
-from stylenet.quality import Scorer, content_error, style_error
+from stylenet.quality import Scorer, content_error, layer_style_errors
 
 
 def features(*channels: list[float]) -> torch.Tensor:
@@ -22,7 +22,7 @@ def features(*channels: list[float]) -> torch.Tensor:
 
 def test_identical_images_have_zero_errors():
     f = torch.rand(2, 4, 5, 6)
-    assert torch.equal(style_error({"a": f}, {"a": gram_matrix(f)}), torch.zeros(2))
+    assert torch.equal(layer_style_errors({"a": f}, {"a": gram_matrix(f)})["a"], torch.zeros(2))
     assert torch.equal(content_error(f, f), torch.zeros(2))
 
 
@@ -33,9 +33,9 @@ def test_known_gram_difference_gives_the_hand_computed_error():
     # [[2, 0], [0, 0]] has Gram diag(1, 0): ||G - I|| / ||I|| = 1 / sqrt(2).
     # Zero features have a zero Gram: ||0 - I|| / ||I|| = 1.
     out = {"a": features([2, 0], [0, 0]), "b": features([0, 0], [0, 0])}
-    error = style_error(out, {"a": target, "b": target})
-    expected = (1 / math.sqrt(2) + 1) / 2  # a mean of distances, not of squared distances (0.75)
-    assert error.item() == pytest.approx(expected, rel=1e-6)
+    errors = layer_style_errors(out, {"a": target, "b": target})
+    assert errors["a"].item() == pytest.approx(1 / math.sqrt(2), rel=1e-6)
+    assert errors["b"].item() == 1
 
 
 def test_content_error_is_a_distance_per_sample():
@@ -53,6 +53,8 @@ def test_scorer_with_the_real_vgg():
     assert same["content"].item() == 0
     other = scorer(load_style_image(PHOTOS[1], 64)[..., :40, :40], style[..., :40, :40])
     assert other["style"].item() > 0.1 and other["content"].item() > 0.1
+    layers = [other[name] for name in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")]
+    assert other["style"].item() == pytest.approx(torch.stack(layers).mean().item())  # mean of 4
     with pytest.raises(StylenetError, match="reaches relu4_3"):
         Scorer(style, vgg=VGGFeatures(["relu2_2"]))
 
