@@ -27,17 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
+from stylenet.training.paths import shared_data_dir
+
 SIZES = ((512, 512), (1080, 1080))
-DATA_DIR = Path(
-    os.environ.get("STYLENET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+DATA_DIR = shared_data_dir()
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "amx_int8")
 
 
 def measure(model: Path, width: int, height: int, threads: int, repeats: int, tiled: bool) -> dict:
     """ms per image (median and fastest of `repeats` after one warm-up) and this process's peak
     RSS in MB. The fastest run is the steadier figure on a VM whose neighbours come and go."""
-    from stylenet.runtime import Stylizer  # torch-free, as users run it
+    from stylenet.runtime.stylizer import Stylizer  # torch-free, as users run it
 
     stylizer = Stylizer(model, threads=threads, tile=None if tiled else 0)
     image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -78,7 +78,7 @@ def gflop(shape: tuple[int, int, int], height: int, image_width: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from stylenet.network import TransformerNet
+    from stylenet.training.network import TransformerNet
 
     with torch.device("meta"), FlopCounterMode(display=False) as counter:
         TransformerNet(*shape).compute_as("declared")(torch.empty(1, 3, height, image_width))
@@ -90,8 +90,8 @@ def export_random(shape: tuple[int, int, int], folder: Path) -> Path:
     import onnx
     import torch
 
-    from stylenet.export import network_metadata, to_onnx
-    from stylenet.network import TransformerNet
+    from stylenet.training.export import network_metadata, to_onnx
+    from stylenet.training.network import TransformerNet
 
     torch.manual_seed(0)
     network = TransformerNet(*shape).eval()
@@ -104,7 +104,7 @@ def export_random(shape: tuple[int, int, int], folder: Path) -> Path:
 
 def with_int8(fp32: Path, int8: Path) -> dict[str, Path]:
     """The model and its int8 copy, as `stylenet quantize` makes it."""
-    from stylenet.quantize import quantize_model
+    from stylenet.runtime.quantize import quantize_model
 
     quantize_model(fp32, DATA_DIR / "photos" / "train", int8, count=8)
     return {"fp32": fp32, "int8": int8}
@@ -126,7 +126,7 @@ def quality_scorer(model: Path, count: int, size: int) -> Callable[[Path], str]:
     `model` or a copy of it (its int8 one): loss, style and photos are prepared once."""
     import quality  # benchmarks/quality.py, beside this script
 
-    from stylenet.optimize import load_photo
+    from stylenet.training.optimize import load_photo
 
     judge = quality.Judge.of(quality.load_model(model), None, None)
     photos = [

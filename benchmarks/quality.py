@@ -5,7 +5,7 @@
 
 For each model (an exported .onnx or a train.py checkpoint), on a fixed subset of held-out photos
 (evenly spaced in ../shared/data/photos/val, longer side at most --size, never enlarged): the
-style and content errors of stylenet.quality, with the style error of each VGG layer, the
+style and content errors of stylenet.training.quality, with the style error of each VGG layer, the
 model's total training loss and its latency per image. A folder of another tool's results (one
 image per photo, named after it) is scored the same way, against the painting given by --style.
 Every model is measured against the painting at one scale (--style-size), whatever it was
@@ -20,7 +20,6 @@ Markdown.
 import argparse
 import hashlib
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -33,17 +32,17 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
-from stylenet.app import CONFIG_DIR
-from stylenet.data import find_images, load_style_image
 from stylenet.errors import StylenetError
-from stylenet.export import Clamped, load_checkpoint
-from stylenet.images import save_image
-from stylenet.loss import PerceptualLoss
-from stylenet.optimize import gatys_steps, load_photo, to_rgb
-from stylenet.quality import STYLE_LAYERS, Scorer
-from stylenet.runtime import Stylizer
+from stylenet.runtime.images import save_image
+from stylenet.runtime.stylizer import Stylizer
+from stylenet.training.data import find_images, load_style_image
+from stylenet.training.export import Clamped, load_checkpoint
+from stylenet.training.loss import PerceptualLoss
+from stylenet.training.optimize import gatys_steps, load_photo, to_rgb
+from stylenet.training.paths import CONFIG_DIR, shared_data_dir
+from stylenet.training.quality import STYLE_LAYERS, Scorer
 
-DATA_DIR = Path(os.environ.get("STYLENET_DATA_DIR", CONFIG_DIR.parents[1] / "shared" / "data"))
+DATA_DIR = shared_data_dir()
 CELL = 192  # height of a contact-sheet cell in pixels
 
 

@@ -7,9 +7,9 @@ Same network (full width by default), batch, image size, style image and loss va
 CPU. (a) is how pytorch/examples' fast_neural_style computes a step: eager, NCHW, the decoder's
 upsampled images built before their convolutions, VGG16 run to relu4_3 on both the stylized output
 and the photo. (b0) is stylenet's network (`upsample_conv3x3`: the same function) and
-`stylenet.loss.PerceptualLoss`: the photo only as deep as the content layer, the VGG
+`stylenet.training.loss.PerceptualLoss`: the photo only as deep as the content layer, the VGG
 channels_last, the style's Grams computed once;
-(b) adds `stylenet.allocator.keep_freed_memory()`, as train.py runs it; (c) is (b) through
+(b) adds `stylenet.training.allocator.keep_freed_memory()`, as train.py runs it; (c) is (b) through
 torch.compile, train.py's `compile=true`. All use the same relative loss, so their values on one
 batch must agree; the script checks it. Each variant runs in a process of its own (the allocator
 setting cannot be undone), one after the other, for --rounds rounds of --steps timed steps after
@@ -33,27 +33,25 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from stylenet.allocator import keep_freed_memory
-from stylenet.data import PhotoDataModule, load_style_image
-from stylenet.loss import PerceptualLoss, VGGFeatures, gram_matrix, relative_error
-from stylenet.network import TransformerNet
+from stylenet.training.allocator import keep_freed_memory
+from stylenet.training.data import PhotoDataModule, load_style_image
+from stylenet.training.loss import PerceptualLoss, VGGFeatures, gram_matrix, relative_error
+from stylenet.training.network import TransformerNet
+from stylenet.training.paths import shared_data_dir
 
-SHARED = Path(
-    os.environ.get("STYLENET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+SHARED = shared_data_dir()
 TOLERANCE = 1e-5  # relative: the two losses differ only by float summation order
 
 
 @dataclass(frozen=True)
 class Variant:
     label: str
-    keep_memory: bool = False  # stylenet.allocator.keep_freed_memory (CPU memory)
+    keep_memory: bool = False  # stylenet.training.allocator.keep_freed_memory (CPU memory)
     compiled: bool = False  # torch.compile of network and loss
     bf16: bool = False  # bf16 autocast (trainer=gpu's bf16-mixed)
     channels_last: bool = False  # the transformer network's weights and input NHWC

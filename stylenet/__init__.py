@@ -6,7 +6,7 @@ __all__ = ["StylenetError", "Stylizer"]
 def __getattr__(name: str) -> type:
     """`from stylenet import Stylizer` loads onnxruntime only when asked; training never does."""
     if name == "Stylizer":
-        from stylenet.runtime import Stylizer
+        from stylenet.runtime.stylizer import Stylizer
 
         return Stylizer
     if name == "StylenetError":

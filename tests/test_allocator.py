@@ -7,7 +7,7 @@ import pytest
 # training step allocates and frees them; prints the page faults and the peak RSS over the repeats.
 SCRIPT = """
 import resource, sys, torch
-from stylenet.allocator import keep_freed_memory
+from stylenet.training.allocator import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 torch.manual_seed(0)

@@ -5,18 +5,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from images_fixtures import AMBER, PHOTOS, exported_model, messy_inputs
-from stylenet.cli import main
-from stylenet.runtime import AUTO_TILE_PIXELS, TILE, Stylizer
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return exported_model(tmp_path_factory.getbasetemp())
+from helpers import AMBER, PHOTOS, messy_inputs
+from stylenet.runtime.cli import main
+from stylenet.runtime.stylizer import AUTO_TILE_PIXELS, TILE, Stylizer
 
 
 def stylenet(*args: str | Path) -> tuple[int, str, str]:
@@ -32,7 +26,7 @@ def test_real_photos_in_a_fresh_process_without_torch(model: Path, tmp_path: Pat
     check_torch = (
         "import atexit, sys\n"
         "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules))\n"
-        "from stylenet.cli import main\n"
+        "from stylenet.runtime.cli import main\n"
         "main()\n"
     )
     photos = PHOTOS[:3]
@@ -149,7 +143,7 @@ def peak_rss_mb(*args: str | Path) -> float:
         "subprocess.run(sys.argv[1:], check=True)\n"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
-    stylenet_command = [sys.executable, "-c", "from stylenet.cli import main; main()"]
+    stylenet_command = [sys.executable, "-c", "from stylenet.runtime.cli import main; main()"]
     result = subprocess.run(
         [sys.executable, "-c", wrapper, *stylenet_command, *map(str, args)],
         capture_output=True,

@@ -4,9 +4,9 @@ import warnings
 import pytest
 import torch
 
-from conftest import PHOTOS
-from stylenet.data import PhotoDataModule, PhotoDataset, find_images, load_style_image
+from helpers import PHOTO_DIR
 from stylenet.errors import StylenetError
+from stylenet.training.data import PhotoDataModule, PhotoDataset, find_images, load_style_image
 
 
 def _with_bad_files(folder):
@@ -44,7 +44,7 @@ def test_corrupt_images_are_skipped_once_each(photo_folder):
 
 
 def test_crops_are_the_requested_size_and_in_range():
-    files = find_images(PHOTOS / "val")[:3]
+    files = find_images(PHOTO_DIR / "val")[:3]
     for train in (True, False):
         x = torch.stack([PhotoDataset(files, 96, train)[i] for i in range(3)])
         assert x.shape == (3, 3, 96, 96) and x.min() >= 0 and x.max() <= 1
@@ -78,7 +78,7 @@ def test_folder_without_images_is_an_error(tmp_path):
 
 
 def test_style_image_is_scaled_by_its_longer_side(tmp_path):
-    from conftest import STYLES
+    from helpers import STYLES
 
     style = load_style_image(STYLES / "the_scream.jpg", 200)
     assert max(style.shape[-2:]) == 200 and style.shape[:2] == (1, 3)

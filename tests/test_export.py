@@ -13,19 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from images_fixtures import PHOTOS, ROOT, exported_model, make_checkpoint, run_export
-from stylenet import export
+from helpers import PHOTOS, ROOT, make_checkpoint, run_export
 from stylenet.errors import StylenetError
-from stylenet.network import TransformerNet
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return exported_model(tmp_path_factory.getbasetemp())
+from stylenet.training import export
+from stylenet.training.network import TransformerNet
 
 
 def checkpoint_network(ckpt: Path) -> TransformerNet:
-    """The network rebuilt by hand from the checkpoint, independently of stylenet.export."""
+    """The network rebuilt by hand from the checkpoint, independently of export.py."""
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     network = TransformerNet(width=8, num_res_blocks=1)
     network.load_state_dict({k.removeprefix("network."): v for k, v in state.items()})
@@ -122,7 +117,7 @@ def test_metadata(model: Path):
     assert meta["style_image_sha256"] == hashlib.sha256(style_image.read_bytes()).hexdigest()
     assert meta["training_steps"] == "1234"
     assert config["network"] == {
-        "_target_": "stylenet.network.TransformerNet",
+        "_target_": "stylenet.training.network.TransformerNet",
         "width": 8,
         "num_res_blocks": 1,
         "stages": 2,

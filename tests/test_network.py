@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylenet.network import (
+from stylenet.training.network import (
     UPSAMPLING,
     ConvLayer,
     TransformerNet,

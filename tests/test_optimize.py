@@ -5,17 +5,13 @@ import sys
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-import optimize as entry
-from conftest import ROOT
-from images_fixtures import AMBER, MOSAIC, PHOTOS
-from stylenet.data import load_style_image
+from helpers import AMBER, MOSAIC, PHOTOS, ROOT, compose
 from stylenet.errors import StylenetError
-from stylenet.loss import PerceptualLoss
-from stylenet.optimize import gatys_steps, load_photo, optimize
+from stylenet.training.data import load_style_image
+from stylenet.training.loss import PerceptualLoss
+from stylenet.training.optimize import gatys_steps, load_photo, optimize, optimize_photo
 
 SMALL = ["size=48", "style.size=64", "steps=2"]
 
@@ -41,9 +37,7 @@ def test_optimisation_lowers_the_loss_on_a_real_photo(loss, method, fraction):
 
 def run_task(*overrides: str) -> None:
     """optimize.py's task in this process, with its Hydra config and these overrides."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        entry.optimize_photo(compose("optimize", overrides=list(overrides)))
+    optimize_photo(compose("optimize", list(overrides)))
 
 
 @pytest.mark.parametrize(

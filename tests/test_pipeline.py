@@ -7,11 +7,11 @@ import onnx
 import torch
 from PIL import Image
 
-from conftest import PHOTOS, STYLES, compose_train
-from stylenet.data import to_tensor
-from stylenet.export import export_checkpoint, load_checkpoint
-from stylenet.runtime import Stylizer
-from train import train
+from helpers import PHOTO_DIR, STYLES, compose_train
+from stylenet.runtime.stylizer import Stylizer
+from stylenet.training.data import to_tensor
+from stylenet.training.export import export_checkpoint, load_checkpoint
+from stylenet.training.train import train
 
 
 def test_trained_checkpoint_exports_and_stylizes(tmp_path, photo_folder):
@@ -26,7 +26,7 @@ def test_trained_checkpoint_exports_and_stylizes(tmp_path, photo_folder):
     sha = hashlib.sha256((STYLES / "wave.jpg").read_bytes()).hexdigest()
     assert meta["style_image_sha256"] == sha  # recorded at training time
 
-    photo = Image.open(sorted((PHOTOS / "val").glob("*.jpg"))[0]).convert("RGB")
+    photo = Image.open(sorted((PHOTO_DIR / "val").glob("*.jpg"))[0]).convert("RGB")
     stylized = Stylizer(model).stylize(photo)
     assert stylized.size == photo.size and stylized.mode == "RGB"
 

@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 from benchmarks import quality as benchmark
-from images_fixtures import PHOTOS, exported_model, make_checkpoint
-from stylenet.data import load_style_image
+from helpers import PHOTOS, exported_model, make_checkpoint
 from stylenet.errors import StylenetError
-from stylenet.loss import VGGFeatures, gram_matrix
-from stylenet.quality import Scorer, content_error, layer_style_errors
+from stylenet.training.data import load_style_image
+from stylenet.training.loss import VGGFeatures, gram_matrix
+from stylenet.training.quality import Scorer, content_error, layer_style_errors
 
 
 def features(*channels: list[float]) -> torch.Tensor:

@@ -9,14 +9,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from images_fixtures import DATA, PHOTOS, exported_model
-from stylenet.cli import main
-from stylenet.runtime import Stylizer
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return exported_model(tmp_path_factory.getbasetemp())
+from helpers import DATA, PHOTOS
+from stylenet.runtime.cli import main
+from stylenet.runtime.stylizer import Stylizer
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +76,7 @@ def test_refusals_are_one_line(model: Path, int8: Path, tmp_path: Path):
 
 def test_without_onnx_says_what_to_install(model: Path, tmp_path: Path, monkeypatch):
     """The runtime install has no onnx package, which onnxruntime.quantization needs."""
-    for name in [m for m in sys.modules if m.startswith(("onnx", "stylenet.quantize"))]:
+    for name in [m for m in sys.modules if m.startswith(("onnx", "stylenet.runtime.quantize"))]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now fails
     result = CliRunner().invoke(

@@ -9,25 +9,20 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from images_fixtures import (
+from helpers import (
     AMBER,
     PHOTOS,
-    exported_model,
     gray16_ramp,
     linear_rgb_icc,
     make_checkpoint,
     messy_inputs,
     run_export,
 )
-from stylenet import runtime
 from stylenet.errors import StylenetError
-from stylenet.images import Pixels, load_image, save_image, to_pixels
-from stylenet.runtime import Stylizer
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return exported_model(tmp_path_factory.getbasetemp())
+from stylenet.runtime import stylizer as runtime
+from stylenet.runtime import tiling
+from stylenet.runtime.images import Pixels, load_image, save_image, to_pixels
+from stylenet.runtime.stylizer import Stylizer
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +131,12 @@ def test_tiles_join_without_seams_on_a_real_photo(model: Path, monkeypatch):
     exact statistics instead, the tiles' kept centres are the whole image's pixels.
     """
     photo = np.asarray(Image.open(AMBER).convert("RGB"))
-    assert photo.shape[0] * photo.shape[1] > runtime.STATS_PIXELS
+    assert photo.shape[0] * photo.shape[1] > tiling.STATS_PIXELS
     whole = Stylizer(model, threads=1, tile=0).stylize(photo)
     tiled = Stylizer(model, threads=1, tile=256)
     assert tiled.tile_for(*photo.shape[:2]) == 256
     assert psnr(tiled.stylize(photo), whole) >= 35
-    monkeypatch.setattr(runtime, "STATS_PIXELS", photo.shape[0] * photo.shape[1])
+    monkeypatch.setattr(tiling, "STATS_PIXELS", photo.shape[0] * photo.shape[1])
     assert np.abs(tiled.stylize(photo).astype(int) - whole).max() <= 1  # no seam at all
 
 
@@ -150,7 +145,7 @@ def test_three_stage_models_tile_on_their_own_grid(tmp_path: Path, monkeypatch):
     ckpt = make_checkpoint(tmp_path / "deep.ckpt", stages=3)
     run_export(f"ckpt={ckpt}", f"output={tmp_path / 'deep.onnx'}")
     photo = np.asarray(Image.open(AMBER).convert("RGB"))[:300, :420]
-    monkeypatch.setattr(runtime, "STATS_PIXELS", photo.shape[0] * photo.shape[1])  # exact stats
+    monkeypatch.setattr(tiling, "STATS_PIXELS", photo.shape[0] * photo.shape[1])  # exact stats
     whole = Stylizer(tmp_path / "deep.onnx", threads=1, tile=0).stylize(photo)
     tiled = Stylizer(tmp_path / "deep.onnx", threads=1, tile=256)
     assert tiled.align == 8 and tiled.tile_for(*photo.shape[:2]) == 256
@@ -160,7 +155,7 @@ def test_three_stage_models_tile_on_their_own_grid(tmp_path: Path, monkeypatch):
 def test_spans_cover_the_image_once_with_aligned_overlapping_windows():
     cases = [(1080, 256, 28, 4), (1000, 1024, 60, 4), (9, 120, 28, 4), (4001, 300, 60, 4)]
     for length, tile, overlap, align in [*cases, (1080, 352, 88, 8), (1001, 400, 96, 8)]:
-        spans = runtime._spans(length, tile, overlap, align)
+        spans = tiling.spans(length, tile, overlap, align)
         kept = [(w.start + k.start, w.start + k.stop) for w, k, _ in spans]
         assert [(p.start, p.stop) for _, _, p in spans] == kept
         starts, stops = zip(*kept, strict=True)
@@ -174,17 +169,17 @@ def test_spans_cover_the_image_once_with_aligned_overlapping_windows():
 def test_when_images_are_tiled(model: Path, tmp_path: Path):
     auto = Stylizer(model)
     assert auto.overlap == 28  # receptive radius 25, rounded up to a multiple of 4
-    big = runtime.AUTO_TILE_PIXELS // 1000 + 1
-    assert auto.tile_for(1000, big) == runtime.TILE and auto.tile_for(1000, big - 1) is None
+    big = tiling.AUTO_TILE_PIXELS // 1000 + 1
+    assert auto.tile_for(1000, big) == tiling.TILE and auto.tile_for(1000, big - 1) is None
     assert Stylizer(model, tile=0).tile_for(1000, big) is None
     assert Stylizer(model, tile=200).tile_for(200, 201) == 200
     assert Stylizer(model, tile=200).tile_for(200, 200) is None
     with pytest.raises(StylenetError, match="at least 112 pixels for this model, got 100"):
         Stylizer(model, tile=100)
-    old = old_model(model, tmp_path / "old.onnx")
-    assert Stylizer(old).tile_for(1000, big) is None  # runs whole, as before
+    plain = plain_graph(model, tmp_path / "plain.onnx")
+    assert Stylizer(plain).tile_for(1000, big) is None  # runs whole
     with pytest.raises(StylenetError, match="cannot be tiled") as error:
-        Stylizer(old, tile=512)
+        Stylizer(plain, tile=512)
     assert "\n" not in str(error.value)
     odd = onnx.load(model)  # a model whose tiling grid is unreadable runs whole, no traceback
     onnx.helper.set_model_props(odd, {"receptive_radius": "25", "downsample": "eight"})
@@ -194,8 +189,8 @@ def test_when_images_are_tiled(model: Path, tmp_path: Path):
         Stylizer(tmp_path / "odd.onnx", tile=512)
 
 
-def old_model(model: Path, path: Path) -> Path:
-    """`model` as exported before tiled inference: one input, one output, no statistics."""
+def plain_graph(model: Path, path: Path) -> Path:
+    """`model` without the statistics interface: one input, one output."""
     proto = onnx.load(model)
     del proto.graph.input[1:]
     del proto.graph.output[1:]
@@ -203,10 +198,10 @@ def old_model(model: Path, path: Path) -> Path:
     return path
 
 
-def test_old_models_still_stylize(model: Path, tmp_path: Path):
-    old = Stylizer(old_model(model, tmp_path / "old.onnx"))
+def test_plain_graphs_stylize_whole(model: Path, tmp_path: Path):
+    plain = Stylizer(plain_graph(model, tmp_path / "plain.onnx"))
     photo = np.asarray(Image.open(PHOTOS[0]).convert("RGB"))
-    assert np.array_equal(old.stylize(photo), Stylizer(model).stylize(photo))
+    assert np.array_equal(plain.stylize(photo), Stylizer(model).stylize(photo))
 
 
 def not_a_stylenet_model(path: Path) -> Path:

@@ -4,13 +4,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import PHOTOS, ROOT, STYLES, compose_train
-from stylenet.data import PhotoDataset, find_images
+from helpers import PHOTO_DIR, STYLES, compose, compose_train
 from stylenet.errors import StylenetError
-from stylenet.loss import PerceptualLoss
-from stylenet.module import StyleTransferModule
-from stylenet.network import TransformerNet
-from train import train
+from stylenet.training.data import PhotoDataset, find_images
+from stylenet.training.loss import PerceptualLoss
+from stylenet.training.module import StyleTransferModule
+from stylenet.training.network import TransformerNet
+from stylenet.training.train import train
 
 
 def _network_from(checkpoint_path) -> TransformerNet:
@@ -28,7 +28,7 @@ def test_short_training_run_learns_the_style(tmp_path):
     cfg = compose_train(
         run,
         "style=starry_night",
-        f"data.root={PHOTOS / 'train'}",
+        f"data.root={PHOTO_DIR / 'train'}",
         "data.batch_size=4",
         "network.width=16",
         "trainer.max_steps=60",
@@ -52,11 +52,11 @@ def test_short_training_run_learns_the_style(tmp_path):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
     loss = instantiate(cfg.loss)
-    from stylenet.data import load_style_image
+    from stylenet.training.data import load_style_image
 
     loss.set_style(load_style_image(cfg.style.image, cfg.style.size))
     photos = torch.stack(
-        [PhotoDataset(find_images(PHOTOS / "val")[:8], 64, train=False)[i] for i in range(8)]
+        [PhotoDataset(find_images(PHOTO_DIR / "val")[:8], 64, train=False)[i] for i in range(8)]
     )
     torch.manual_seed(0)
     untrained = instantiate(cfg.network).eval()
@@ -167,13 +167,8 @@ def test_compiled_step_trains_and_computes_the_same_loss(tmp_path, photo_folder)
 
 def test_experiment_recipe_overrides_the_groups():
     """experiment=cpu_fast composes last: its values win over train.yaml's groups."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        default = compose("train")
-        fast = compose("train", overrides=["experiment=cpu_fast"])
+    default = compose("train", [])
+    fast = compose("train", ["experiment=cpu_fast"])
     assert (default.network.width, fast.network.width) == (8, 16)
     assert fast.trainer.max_steps < default.trainer.max_steps
     assert fast.data.image_size == default.data.image_size  # what the recipe leaves alone stays
@@ -182,7 +177,7 @@ def test_experiment_recipe_overrides_the_groups():
 @pytest.mark.parametrize("trainer", ["cpu_bf16", "default"])
 def test_bf16_on_a_cpu_without_bf16_units_is_flagged(tmp_path, monkeypatch, caplog, trainer):
     """trainer=cpu_bf16 is for CPUs with AMX: elsewhere bf16 is emulated, ~40x slower."""
-    import train  # the entry point, not the function imported above
+    from stylenet.training import train
 
     cfg = compose_train(tmp_path, f"trainer={trainer}", "trainer.max_steps=0")
     for has_units in (True, False):

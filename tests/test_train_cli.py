@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SMALL
+from helpers import ROOT, SMALL
 
 
 def run_train(*args: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,124 @@
+"""Side jobs of a training run, kept out of the module: checkpoints, sample grids, the clock."""
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+from torchvision.utils import make_grid, save_image
+
+
+class Checkpoints(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, plus last.ckpt of the final step when training ends.
+
+    Lightning writes last.ckpt at the end only if it never wrote one: a run of 2500 steps with
+    checkpoints every 1000 would otherwise end with last.ckpt at step 2000.
+    """
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class SampleGrid(pl.Callback):
+    """Every `every_n_steps` and at the end of training, stylize a fixed set of validation photos.
+
+    The grid (photos on top, stylized below) is saved as `samples/step_XXXXXX.png` in the run folder
+    and logged to TensorBoard. Only rank 0 does it.
+    """
+
+    def __init__(self, every_n_steps: int = 500, num_photos: int = 4):
+        self.every_n_steps = every_n_steps
+        self.num_photos = num_photos
+        self.photos: torch.Tensor | None = None
+        self.last_step = -1
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.photos = trainer.datamodule.sample_photos(self.num_photos)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer, pl_module)
+
+    @rank_zero_only
+    @torch.no_grad()
+    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        if step == self.last_step:
+            return
+        self.last_step = step
+        was_training = pl_module.training
+        pl_module.eval()
+        stylized = pl_module(self.photos.to(pl_module.device)).float().clamp(0, 1).cpu()
+        pl_module.train(was_training)
+        grid = make_grid(torch.cat([self.photos, stylized]), nrow=len(self.photos), padding=4)
+        path = Path(trainer.default_root_dir) / "samples" / f"step_{step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(grid, path)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("samples", grid, step)
+
+
+class TrainingClock(pl.Callback):
+    """Training wall time per machine, kept in the checkpoints across resumes, for model cards.
+
+    A style may be trained over several sessions and machines; the exported model says how long
+    it took on what (`training_time` in its metadata). Validation and sample grids count too:
+    this is the time a user would wait for the same run.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.started: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.monotonic()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._tick(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": dict(self.seconds)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seconds = dict(state_dict["seconds"])
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._tick(trainer)  # runs before state_dict() is stored
+
+    def _tick(self, trainer: pl.Trainer) -> None:
+        if self.started is None:
+            return
+        now = time.monotonic()
+        key = machine(trainer)
+        self.seconds[key] = self.seconds.get(key, 0.0) + now - self.started
+        self.started = now
+
+
+def machine(trainer: pl.Trainer) -> str:
+    """What a run ran on, in words: "NVIDIA H200", "2 x NVIDIA H200", "<CPU model> (2 threads)"."""
+    if isinstance(trainer.accelerator, pl.accelerators.CUDAAccelerator):
+        device = torch.cuda.get_device_name()
+    else:
+        device = f"{cpu_name()} ({torch.get_num_threads()} threads)"
+    return device if trainer.world_size == 1 else f"{trainer.world_size} x {device}"
+
+
+def cpu_name() -> str:
+    """The CPU's model name ("Intel(R) Xeon(R) Processor"), from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

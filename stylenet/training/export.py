@@ -1,0 +1,364 @@
+"""Checkpoint -> ONNX model for the torch-free runtime, checked against PyTorch before writing.
+
+The exported graph is the network followed by a clamp to [0, 1], so every consumer of the file
+(stylenet.runtime, a web service calling onnxruntime directly) gets valid pixels. Input "image"
+and output "stylized" are float32 NCHW RGB in [0, 1] with dynamic batch, height and width.
+
+For tiled inference the graph also outputs the statistics every instance norm normalised with
+("norm_stats", [batch, K]), and has optional inputs: "given_norm_stats" ([1, K]) to normalise
+with where the boolean "use_given_norm_stats" is true (tiles), and the boolean "pool_norm_stats"
+to pool the statistics over the batch (crops of one image). The optional inputs are also
+initializers (zeros, false, false), which onnxruntime takes as defaults: feeding only "image"
+runs the plain network.
+"""
+
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import onnxscript
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from stylenet.errors import StylenetError
+from stylenet.runtime.images import write_atomically
+from stylenet.runtime.stylizer import (
+    GIVEN_STATS_NAME,
+    INPUT_NAME,
+    OPTIONAL_INPUTS,
+    OUTPUT_NAME,
+    POOL_STATS_NAME,
+    STATS_NAME,
+    USE_GIVEN_NAME,
+)
+from stylenet.training.app import hydra_app
+from stylenet.training.network import TransformerNet
+
+CONVENTION = (
+    f"input '{INPUT_NAME}', output '{OUTPUT_NAME}': float32 NCHW RGB in [0, 1], "
+    "any batch, height and width; output clamped to [0, 1], same size as the input; "
+    f"output '{STATS_NAME}' [batch, K]: each instance norm's channel means then variances; "
+    f"optional inputs '{GIVEN_STATS_NAME}' [1, K] and '{USE_GIVEN_NAME}' (bool): normalise with "
+    f"the given statistics (tiles of one image); '{POOL_STATS_NAME}' (bool): pool the "
+    "statistics over the batch (crops of one image)"
+)
+# (batch, height, width) compared before writing: odd sizes exercise the padding and cropping.
+PARITY_SIZES = ((1, 5, 7), (2, 33, 65), (1, 257, 191), (1, 256, 256))
+# Constant folding up to this many elements: every kernel that the export form derives from the
+# trained weights (`TransformerNet.compute_as`) is then an initializer, which onnxruntime's blocked
+# convolutions and int8 quantisation both need; the exporter's default stops at 8192 inputs.
+FOLD_LIMIT = 2**24
+log = logging.getLogger(__name__)
+
+
+class Clamped(nn.Module):
+    """The network's pixels as exported: clamped to [0, 1] (training sees them unclamped)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image).clamp(0.0, 1.0)
+
+
+class Exported(nn.Module):
+    """`Clamped`, with the instance-norm statistics out and in (`TransformerNet.forward_shared`)."""
+
+    def __init__(self, network: TransformerNet):
+        super().__init__()
+        self.network = network
+
+    def forward(
+        self, image: torch.Tensor, given: torch.Tensor, use_given: torch.Tensor, pool: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        stylized, stats = self.network.forward_shared(image, given, use_given, pool)
+        return stylized.clamp(0.0, 1.0), stats
+
+
+def plain_inputs(network: TransformerNet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The optional inputs' defaults: no statistics given, none pooled."""
+    stats = torch.zeros(1, 2 * sum(network.norm_channels()))
+    return stats, torch.tensor(False), torch.tensor(False)  # two: export merges repeats
+
+
+@dataclass
+class Checkpoint:
+    """What export needs from a training checkpoint."""
+
+    network: TransformerNet
+    config: dict[str, Any]
+    steps: int
+    seconds: dict[str, float]  # training wall time per machine (callbacks.TrainingClock)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Rebuild the trained network from a Lightning checkpoint; StylenetError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise StylenetError(f"checkpoint not found: {path}")
+    try:
+        # Lightning checkpoints hold plain Python objects besides tensors: not weights_only.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch.load raises pickle, zip and runtime errors alike
+        raise StylenetError(f"not a PyTorch checkpoint: {path} ({_first_line(e)})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise StylenetError(f"not a Lightning checkpoint (no state_dict): {path}")
+    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(config, dict) or "network" not in config:
+        raise StylenetError(f"checkpoint has no training config (hyper_parameters.config): {path}")
+    weights = {
+        key.removeprefix("network."): value
+        for key, value in ckpt["state_dict"].items()
+        if key.startswith("network.")
+    }
+    try:
+        network = instantiate(config["network"])
+        network.load_state_dict(weights)
+    except Exception as e:  # a config or weights that do not fit: say which, not a traceback
+        raise StylenetError(f"cannot rebuild the network from {path}: {_first_line(e)}") from None
+    if not isinstance(network, TransformerNet):
+        raise StylenetError(f"{path}: export takes a TransformerNet, not {type(network).__name__}")
+    clock = (ckpt.get("callbacks") or {}).get("TrainingClock") or {}
+    return Checkpoint(
+        network.eval(), config, int(ckpt.get("global_step", 0)), clock.get("seconds", {})
+    )
+
+
+def to_onnx(network: TransformerNet, opset: int) -> onnx.ModelProto:
+    """Export `Exported(network)` with dynamic batch, height and width (torch.export based).
+
+    The example input has odd sizes and a batch of 2 so that no size is specialised; the legacy
+    TorchScript exporter cannot be used: it bakes the padding for the example size into the graph.
+    """
+    dims = {
+        axis: torch.export.Dim(name) for axis, name in ((0, "batch"), (2, "height"), (3, "width"))
+    }
+    defaults = plain_inputs(network)
+    program = torch.onnx.export(
+        Exported(copy.deepcopy(network).compute_as("export")).eval(),
+        (torch.rand(2, 3, 37, 53), *defaults),
+        dynamo=True,
+        input_names=[INPUT_NAME, *OPTIONAL_INPUTS],
+        output_names=[OUTPUT_NAME, STATS_NAME],
+        dynamic_shapes={"image": dims, "given": None, "use_given": None, "pool": None},
+        opset_version=opset,
+        verbose=False,
+    )
+    onnxscript.optimizer.fold_constants(
+        program.model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT
+    )
+    model = program.model_proto
+    # The exporter names output dims by formulas (Min(height, 4*(...))) that equal the input's.
+    output_dims = model.graph.output[0].type.tensor_type.shape.dim
+    for dim, name in zip(output_dims, ("batch", "", "height", "width"), strict=True):
+        if name:
+            dim.dim_param = name
+    # The exporter's debugging notes (stack traces with local paths) are 60% of a small model.
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    # An initializer with an input's name is that input's default: the statistics are optional.
+    for name, default in zip(OPTIONAL_INPUTS, defaults, strict=True):
+        model.graph.initializer.append(onnx.numpy_helper.from_array(default.numpy(), name))
+    return model
+
+
+def max_difference(
+    network: TransformerNet, model: onnx.ModelProto, sizes: Sequence[tuple[int, int, int]]
+) -> float:
+    """Largest |PyTorch - onnxruntime| over random inputs of the given (batch, height, width).
+
+    Each size runs three ways: plain; as a tile, with the statistics of another image that each
+    framework measured itself (so that wrong statistics show as wrong pixels); and pooled.
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # not the warning that the optional inputs stop constant folding
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    exported = Exported(network).eval()
+    generator = torch.Generator().manual_seed(0)
+    zeros, no, _ = plain_inputs(network)
+    other = torch.rand(1, 3, 48, 64, generator=generator)
+    with torch.no_grad():
+        torch_stats = exported(other, zeros, no, no)[1]
+    (ort_stats,) = session.run([STATS_NAME], {INPUT_NAME: other.numpy()})
+    yes = torch.tensor(True)
+    ways = (
+        ((zeros, no, no), {}),
+        ((torch_stats, yes, no), {GIVEN_STATS_NAME: ort_stats, USE_GIVEN_NAME: yes.numpy()}),
+        ((zeros, no, yes), {POOL_STATS_NAME: yes.numpy()}),
+    )
+    worst = 0.0
+    for batch, height, width in sizes:
+        image = torch.rand(batch, 3, height, width, generator=generator)
+        for torch_inputs, ort_inputs in ways:
+            with torch.no_grad():
+                expected = exported(image, *torch_inputs)[0].numpy()
+            (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: image.numpy(), **ort_inputs})
+            if actual.shape != expected.shape:
+                raise StylenetError(f"exported model gives {actual.shape} for {expected.shape}")
+            worst = max(worst, float(np.abs(actual - expected).max()))
+    return worst
+
+
+def metadata(checkpoint: Checkpoint) -> dict[str, str]:
+    """The model's own record (ONNX metadata_props): what it is, its training, how to call it.
+
+    The `style_*` and `training_*` keys are the model card (`stylenet info`, `stylenet styles`);
+    no absolute path of the training machine is recorded.
+    """
+    config = checkpoint.config
+    style = config.get("style") or {}
+    image = style.get("image")
+    name = str(style.get("name") or (Path(image).stem if image else "unknown"))
+    card = {key: str(style.get(key) or "unknown") for key in ("artist", "year", "licence")}
+    return {
+        "stylenet_version": _version(),
+        "style_name": name,
+        "style_painting": str(style.get("painting") or name),
+        **{f"style_{key}": value for key, value in card.items()},
+        "style_image": Path(image).name if image else "unknown",
+        "style_image_sha256": style.get("sha256") or _sha256(image),
+        "training_command": str(config.get("command") or "unknown"),
+        "training_steps": str(checkpoint.steps),
+        "training_image_size": str((config.get("data") or {}).get("image_size", "unknown")),
+        "training_time": training_time(checkpoint.seconds),
+        "training_config": json.dumps(portable(config), sort_keys=True, default=str),
+        **network_metadata(checkpoint.network),
+        "convention": CONVENTION,
+    }
+
+
+def training_time(seconds: dict[str, float]) -> str:
+    """ "1.4 h on NVIDIA H200; 0.5 h on <CPU> (2 threads)", or "unknown"."""
+    if not seconds:
+        return "unknown"
+    return "; ".join(f"{s / 3600:.1f} h on {machine}" for machine, s in seconds.items())
+
+
+def portable(value: Any) -> Any:
+    """`value` (a config) with every absolute path cut to its last part: what a shared model
+    says about its training without the training machine's folders."""
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items() if key != "paths"}
+    if isinstance(value, list):
+        return [portable(item) for item in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        return Path(value).name
+    return value
+
+
+def network_metadata(network: TransformerNet) -> dict[str, str]:
+    """The network's shape, and the grid and overlap that tiled inference reads."""
+    return {
+        "network": type(network).__name__,
+        "network_width": str(getattr(network, "width", "unknown")),
+        "network_num_res_blocks": str(getattr(network, "num_res_blocks", "unknown")),
+        "network_stages": str(getattr(network, "stages", "unknown")),
+        "downsample": str(network.downsample),
+        "receptive_radius": str(network.receptive_radius()),
+    }
+
+
+@dataclass
+class ExportReport:
+    """What `export_checkpoint` did, for the log line."""
+
+    output: Path
+    max_difference: float
+    metadata: dict[str, str]
+
+
+def export_checkpoint(
+    ckpt: str | Path,
+    output: str | Path,
+    overwrite: bool = False,
+    opset: int = 18,
+    tolerance: float = 1e-3,
+    sizes: Sequence[tuple[int, int, int]] = PARITY_SIZES,
+) -> ExportReport:
+    """Checkpoint -> ONNX file at `output`, written only if onnxruntime matches PyTorch.
+
+    `tolerance` bounds the max absolute difference on [0, 1] pixels (1e-3 is a quarter of an
+    8-bit level); `sizes` are the (batch, height, width) checked, odd ones included.
+    """
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise StylenetError(f"{output} exists (overwrite=true to replace it)")
+    checkpoint = load_checkpoint(ckpt)
+    model = to_onnx(checkpoint.network, opset)
+    props = metadata(checkpoint)
+    onnx.helper.set_model_props(model, props)
+    onnx.checker.check_model(model)
+    difference = max_difference(checkpoint.network, model, sizes)
+    if not difference <= tolerance:  # also refuses NaN
+        raise StylenetError(
+            f"onnxruntime differs from PyTorch by {difference:.2e} > tolerance {tolerance:.2e}: "
+            f"{output} not written"
+        )
+    data = model.SerializeToString()
+    write_atomically(output, lambda tmp: tmp.write_bytes(data), overwrite)
+    return ExportReport(output, difference, props)
+
+
+def _sha256(path: str | None) -> str:
+    """Checksum of the style image, "unknown" when the training machine's file is not here."""
+    if not path or not Path(path).is_file():
+        log.warning("style image %s not found: its checksum is recorded as unknown", path)
+        return "unknown"
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _version() -> str:
+    try:
+        return version("stylenet")
+    except PackageNotFoundError:  # run from a source tree that was never pip-installed
+        return "unknown"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def export_task(cfg: DictConfig) -> None:
+    """Export cfg.ckpt to cfg.output and log what was written."""
+    for chatty in ("onnxscript", "onnx_ir"):  # their graph optimisers log every rewrite at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    report = export_checkpoint(
+        ckpt=cfg.ckpt,
+        output=cfg.output,
+        overwrite=cfg.overwrite,
+        opset=cfg.opset,
+        tolerance=cfg.tolerance,
+        sizes=[tuple(size) for size in cfg.parity_sizes],
+    )
+    meta = report.metadata
+    log.info(
+        "wrote %s: style %s, %s training steps, width %s, %s residual blocks; "
+        "max |onnxruntime - PyTorch| = %.1e",
+        report.output,
+        meta["style_name"],
+        meta["training_steps"],
+        meta["network_width"],
+        meta["network_num_res_blocks"],
+        report.max_difference,
+    )
+
+
+main = hydra_app("export")(export_task)
+
+if __name__ == "__main__":
+    main()
