@@ -1,16 +1,21 @@
 """The `stylenet` command end to end: real photos, messy inputs, no overwrite, no torch."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from helpers import AMBER, PHOTOS, messy_inputs
+from stylenet.runtime import styles
 from stylenet.runtime.cli import main
-from stylenet.runtime.stylizer import AUTO_TILE_PIXELS, TILE, Stylizer
+from stylenet.runtime.styles import DEFAULT_STYLE
+from stylenet.runtime.stylizer import Stylizer
+from stylenet.runtime.tiling import AUTO_TILE_PIXELS, TILE
 
 
 def stylenet(*args: str | Path) -> tuple[int, str, str]:
@@ -190,12 +195,79 @@ def test_bad_model_is_one_line(tmp_path: Path):
     assert code == 1 and stderr.strip() == f"Error: {tmp_path / 'nope.onnx'}: model file not found"
 
 
-def test_info(model: Path):
+def test_info_is_a_short_card_and_verbose_has_everything(model: Path):
     code, stdout, _ = stylenet("info", model)
     assert code == 0
     size = model.stat().st_size
-    assert f"model: {model} ({size / 1e6:.1f} MB, {size} bytes)" in stdout
+    lines = stdout.splitlines()
+    assert lines[0] == f"mosaic: {model} ({size / 1e6:.1f} MB, {size} bytes)"
+    assert lines[1] == "mosaic, unknown (unknown); unknown"  # the test checkpoint has no card
+    assert lines[2].startswith("network: 8 x 1 (2 stages), 1234 steps at 256 px")
+    assert len(lines) <= 5 and "training_config" not in stdout and str(Path.home()) not in stdout
+    code, stdout, _ = stylenet("info", model, "--verbose")
+    assert code == 0
     assert "input: image tensor(float) [batch, 3, height, width]" in stdout
     assert "output: stylized tensor(float) [batch, 3, height, width]" in stdout
     assert "style_name: mosaic" in stdout and "training_steps: 1234" in stdout
     assert '"num_res_blocks": 1' in stdout
+    assert '"image": "mosaic.jpg"' in stdout  # no path of the training machine
+
+
+@pytest.fixture
+def bundled(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The package's bundled styles replaced by two copies of the test model."""
+    folder = tmp_path / "bundled"
+    folder.mkdir()
+    for name in (DEFAULT_STYLE, "wave"):
+        shutil.copy(model, folder / f"{name}.onnx")
+    monkeypatch.setattr(styles, "MODELS_DIR", folder)
+    return folder
+
+
+def test_default_style_writes_beside_the_photo_and_never_overwrites(bundled, tmp_path: Path):
+    photo = tmp_path / "photo.jpg"
+    Image.open(PHOTOS[0]).save(photo)
+    code, stdout, _ = stylenet("stylize", photo)
+    # The test model's own name ("mosaic") names results; a bundled one is named after its style.
+    result = tmp_path / "photo_mosaic.jpg"
+    assert code == 0 and stdout.strip() == "1 stylized, 0 skipped, 0 failed -> beside the inputs"
+    with Image.open(result) as image, Image.open(photo) as original:
+        assert image.size == original.size
+    before = result.read_bytes()
+    code, stdout, stderr = stylenet("stylize", photo, "--style", "wave", "--strength", "0.5")
+    assert code == 0 and "0 stylized, 1 skipped" in stdout and "exists" in stderr
+    assert result.read_bytes() == before
+
+
+def test_a_folder_rerun_without_output_skips_its_own_results(bundled, tmp_path: Path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in PHOTOS[:2]:
+        Image.open(photo).crop((0, 0, 64, 48)).save(folder / photo.name)
+    assert stylenet("stylize", folder)[0] == 0
+    code, stdout, _ = stylenet("stylize", folder)
+    assert code == 0 and "0 stylized, 2 skipped" in stdout  # not 2 more of *_mosaic_mosaic
+    assert len(list(folder.iterdir())) == 4
+
+
+def test_style_names_and_model_files(bundled, tmp_path: Path):
+    code, _, stderr = stylenet("stylize", PHOTOS[0], "--style", "starry")
+    assert code == 1
+    assert stderr.strip() == (
+        f"Error: unknown style 'starry'; bundled styles: {DEFAULT_STYLE}, wave "
+        "(or a path to an .onnx)"
+    )
+    code, _, stderr = stylenet("stylize", PHOTOS[0], "--style", "wave", "-m", bundled / "wave.onnx")
+    assert code == 2 and "not both" in stderr
+    assert Stylizer("wave").path == bundled / "wave.onnx"
+    assert Stylizer().path == bundled / f"{DEFAULT_STYLE}.onnx"
+    stylized = Stylizer("wave", threads=1).stylize(PHOTOS[0])  # a path works as well as an image
+    assert stylized.size == Image.open(PHOTOS[0]).size
+
+
+def test_styles_lists_every_bundled_style_with_its_card(bundled):
+    code, stdout, _ = stylenet("styles")
+    assert code == 0
+    blocks = stdout.strip().split("\n\n")
+    assert [block.splitlines()[0] for block in blocks] == [f"{DEFAULT_STYLE} (default)", "wave"]
+    assert all(block.splitlines()[1].startswith("  mosaic, unknown") for block in blocks)

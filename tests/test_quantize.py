@@ -84,5 +84,5 @@ def test_without_onnx_says_what_to_install(model: Path, tmp_path: Path, monkeypa
     )
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: stylenet quantize needs the onnx package: pip install 'stylenet[train]'\n"
+        "Error: stylenet quantize needs the onnx package: pip install 'stylenet[quantize]'\n"
     )

@@ -1,5 +1,6 @@
-"""The `stylenet` command: stylize photos with an exported model (`stylize`), describe one (`info`),
-make an int8 copy of one (`quantize`).
+"""The `stylenet` command: stylize photos with a bundled style or your own exported model
+(`stylize`), list the bundled styles (`styles`), describe a model (`info`), make an int8 copy of
+one (`quantize`).
 
 Torch-free: it runs on the base install (onnxruntime, numpy, pillow, tqdm, click). A bad input
 file costs one line naming it and the reason; the other inputs are still processed, and the exit
@@ -27,7 +28,9 @@ from stylenet.runtime.images import (
     saveable_format,
     to_image,
 )
-from stylenet.runtime.stylizer import AUTO_TILE_PIXELS, TILE, Stylizer
+from stylenet.runtime.styles import DEFAULT_STYLE, bundled_styles, card
+from stylenet.runtime.stylizer import Stylizer
+from stylenet.runtime.tiling import AUTO_TILE_PIXELS, TILE
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -62,19 +65,24 @@ class Tally:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
+    "--style",
+    "-s",
+    default=None,
+    help=f"A bundled style (stylenet styles lists them). Default: {DEFAULT_STYLE}.",
+)
+@click.option(
     "--model",
     "-m",
-    required=True,
     type=click.Path(path_type=Path),
-    help="Exported .onnx model (python export.py ckpt=... output=...).",
+    help="Your own exported .onnx model instead (python export.py ckpt=... output=...).",
 )
 @click.option(
     "--output",
     "-o",
     "output_dir",
-    required=True,
     type=click.Path(path_type=Path),
-    help="Folder for the results, named {stem}_{style}.{ext}; created if needed.",
+    help="Folder for the results, created if needed. Default: beside each input. Results are "
+    "named {stem}_{style}.{ext}.",
 )
 @click.option("--recursive", "-r", is_flag=True, help="Also take images in subfolders.")
 @click.option(
@@ -132,8 +140,9 @@ class Tally:
 )
 def stylize(
     inputs: tuple[str, ...],
-    model: Path,
-    output_dir: Path,
+    style: str | None,
+    model: Path | None,
+    output_dir: Path | None,
     recursive: bool,
     max_size: int | None,
     strength: float,
@@ -145,55 +154,65 @@ def stylize(
     threads: int | None,
     providers: tuple[str, ...],
 ) -> None:
-    """Stylize image files, folders and glob patterns (INPUTS) into the -o folder."""
+    """Stylize image files, folders and glob patterns (INPUTS).
+
+    \b
+    stylenet stylize photo.jpg                    # writes photo_starry_night.jpg beside it
+    stylenet stylize photos/ --style wave -o out/
+    stylenet stylize photo.jpg --model my.onnx
+    """
+    if style is not None and model is not None:
+        raise click.UsageError("give --style (a bundled style) or --model (a file), not both")
     suffix = None
     if fmt is not None:
         suffix = "." + fmt.lower().lstrip(".")
         if saveable_format(suffix) is None:
             raise click.BadParameter(f"cannot write {fmt!r} files", param_hint="--format")
     try:
-        stylizer = Stylizer(model, providers=providers or None, threads=threads, tile=tile)
+        stylizer = Stylizer(
+            model or style or DEFAULT_STYLE, providers=providers or None, threads=threads, tile=tile
+        )
     except StylenetError as e:
         raise click.ClickException(str(e)) from None
     tally = Tally()
-    sources = find_inputs(inputs, recursive, output_dir, tally)
-    jobs = plan(sources, output_dir, _safe_name(stylizer.style), suffix, tally)
+    name = _safe_name(stylizer.style)
+    sources = find_inputs(inputs, recursive, output_dir, name, tally)
+    jobs = plan(sources, output_dir, name, suffix, tally)
     with tqdm(total=len(jobs), unit="image", disable=len(jobs) <= 1, file=sys.stderr) as bar:
         for chunk in _chunks(jobs, batch_size):
             run_chunk(stylizer, chunk, max_size, strength, preserve_color, overwrite, tally)
             bar.update(len(chunk))
+    where = output_dir if output_dir is not None else "beside the inputs"
     click.echo(
-        f"{tally.done} stylized, {tally.skipped} skipped, {len(tally.failed)} failed"
-        f" -> {output_dir}"
+        f"{tally.done} stylized, {tally.skipped} skipped, {len(tally.failed)} failed -> {where}"
     )
     if tally.failed:
         sys.exit(1)
 
 
 def find_inputs(
-    args: Sequence[str], recursive: bool, output_dir: Path, tally: Tally
+    args: Sequence[str], recursive: bool, output_dir: Path | None, style: str, tally: Tally
 ) -> list[tuple[Path, Path]]:
     """(file, folder its output mirrors) for each argument; folders and globs expanded.
 
     Files found in folders keep their subfolder below -o, so that a/x.jpg and b/x.jpg do not
-    collide. When -o is a subfolder of a scanned folder, its files are left out: a rerun does not
-    stylize its own outputs.
+    collide. A rerun never stylizes its own outputs: files inside -o when -o is a subfolder of a
+    scanned folder are left out, and without -o so are files named like this style's results
+    ({stem}_{style}.{ext}).
     """
     readable = readable_suffixes()
-    output_root = output_dir.resolve()
+    output_root = output_dir.resolve() if output_dir is not None else None
     found: list[tuple[Path, Path]] = []
     for arg in args:
         path = Path(arg)
         if path.is_dir():
             files = sorted(path.rglob("*") if recursive else path.iterdir())
-            folder = path.resolve()
-            own_outputs = output_root != folder and output_root.is_relative_to(folder)
             images = [
                 f
                 for f in files
                 if f.is_file()
                 and f.suffix.lower() in readable
-                and not (own_outputs and f.resolve().is_relative_to(output_root))
+                and not _own_output(f, path, output_root, style)
             ]
             if not images:
                 hint = "" if recursive else " (--recursive for subfolders)"
@@ -209,10 +228,27 @@ def find_inputs(
     return found
 
 
+def _own_output(file: Path, folder: Path, output_root: Path | None, style: str) -> bool:
+    """Whether `file`, found in `folder`, is a result this command writes (see find_inputs)."""
+    if output_root is None:
+        return file.stem.endswith(f"_{style}")
+    scanned = folder.resolve()
+    return (
+        output_root != scanned
+        and output_root.is_relative_to(scanned)
+        and file.resolve().is_relative_to(output_root)
+    )
+
+
 def plan(
-    sources: list[tuple[Path, Path]], output_dir: Path, style: str, suffix: str | None, tally: Tally
+    sources: list[tuple[Path, Path]],
+    output_dir: Path | None,
+    style: str,
+    suffix: str | None,
+    tally: Tally,
 ) -> list[Job]:
-    """Output path per input: {stem}_{style}{suffix}; duplicates and name clashes dropped."""
+    """Output path per input: {stem}_{style}{suffix} in -o (mirroring subfolders), else beside
+    the input; duplicates and name clashes dropped."""
     jobs: list[Job] = []
     seen: set[Path] = set()
     targets: dict[Path, Path] = {}
@@ -221,7 +257,8 @@ def plan(
             continue
         seen.add(source.resolve())
         ext = suffix or (source.suffix if saveable_format(source.suffix) else ".png")
-        target = output_dir / subfolder / f"{source.stem}_{style}{ext}"
+        folder = source.parent if output_dir is None else output_dir / subfolder
+        target = folder / f"{source.stem}_{style}{ext}"
         if target in targets:
             tally.fail(source, f"output {target} would also be written for {targets[target]}")
             continue
@@ -282,15 +319,36 @@ def run_chunk(
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
-def info(model: Path) -> None:
-    """Show an exported model's metadata, input/output shapes and file size."""
+def styles() -> None:
+    """List the bundled styles with their model cards."""
+    found = bundled_styles()
+    if not found:
+        raise click.ClickException("no bundled styles in this installation")
+    for name, path in found.items():
+        stylizer = Stylizer(path)
+        default = " (default)" if name == DEFAULT_STYLE else ""
+        click.echo(f"{name}{default}")
+        for line in card(stylizer.metadata):
+            click.echo(f"  {line}")
+        click.echo()
+
+
+@main.command()
+@click.argument("model")
+@click.option("--verbose", "-v", is_flag=True, help="Also every metadata entry, config included.")
+def info(model: str, verbose: bool) -> None:
+    """Show MODEL's card (a bundled style's name or an .onnx file): painting, training, quality,
+    file and interface."""
     try:
         stylizer = Stylizer(model)
     except StylenetError as e:
         raise click.ClickException(str(e)) from None
-    size = model.stat().st_size
-    click.echo(f"model: {model} ({size / 1e6:.1f} MB, {size} bytes)")
+    size = stylizer.path.stat().st_size
+    click.echo(f"{stylizer.style}: {stylizer.path} ({size / 1e6:.1f} MB, {size} bytes)")
+    for line in card(stylizer.metadata):
+        click.echo(line)
+    if not verbose:
+        return
     for kind, args in (
         ("input", stylizer.session.get_inputs()),
         ("output", stylizer.session.get_outputs()),
@@ -331,7 +389,7 @@ def quantize(model: Path, calibration: Path, output: Path, count: int, overwrite
     """Write an int8 copy of MODEL (static quantisation calibrated on photos): a quarter of the
     size, faster on CPUs with int8 dot products, and within about 29 dB PSNR of the original.
 
-    Needs the onnx package (pip install 'stylenet[train]').
+    Needs the onnx package (pip install 'stylenet[quantize]').
     """
     try:
         from stylenet.runtime.quantize import quantize_model
@@ -339,7 +397,7 @@ def quantize(model: Path, calibration: Path, output: Path, count: int, overwrite
         if e.name != "onnx":
             raise
         raise click.ClickException(
-            "stylenet quantize needs the onnx package: pip install 'stylenet[train]'"
+            "stylenet quantize needs the onnx package: pip install 'stylenet[quantize]'"
         ) from None
     try:
         used = quantize_model(model, calibration, output, count, overwrite)

@@ -1,6 +1,6 @@
 """Static int8 quantisation of an exported model, calibrated on photos (`stylenet quantize`).
 
-onnxruntime.quantization needs the `onnx` package, which only the [train] extra installs: the CLI
+onnxruntime.quantization needs the `onnx` package (the [quantize] extra, also in [train]): the CLI
 imports this module only when the command runs, and says what to install when `onnx` is missing.
 """
 

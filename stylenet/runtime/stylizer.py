@@ -15,7 +15,8 @@ import onnxruntime as ort
 from PIL import Image
 
 from stylenet.errors import StylenetError
-from stylenet.runtime.images import to_image, to_pixels
+from stylenet.runtime.images import load_image, to_image, to_pixels
+from stylenet.runtime.styles import DEFAULT_STYLE, model_path
 from stylenet.runtime.tiling import AUTO_TILE_PIXELS, TILE, stats_crops, stylize_in_tiles
 
 INPUT_NAME = "image"
@@ -26,6 +27,8 @@ USE_GIVEN_NAME = "use_given_norm_stats"
 POOL_STATS_NAME = "pool_norm_stats"
 OPTIONAL_INPUTS = (GIVEN_STATS_NAME, USE_GIVEN_NAME, POOL_STATS_NAME)
 
+ImageInput = str | Path | Image.Image | np.ndarray
+
 # Rec. 601 luma, the Y of JPEG's YCbCr.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -33,6 +36,7 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 class Stylizer:
     """An exported stylenet model, loaded once into an onnxruntime session and reused.
 
+    `model`: a bundled style's name (`stylenet styles` lists them) or the path of an .onnx file.
     `providers`: onnxruntime execution providers in order of preference; by default CUDA when
     this onnxruntime build has it, else CPU. `threads`: intra-op threads (onnxruntime's default,
     one per physical core, when None). `tile`: run images that do not fit in `tile` x `tile`
@@ -43,12 +47,12 @@ class Stylizer:
 
     def __init__(
         self,
-        model: str | Path,
+        model: str | Path = DEFAULT_STYLE,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         tile: int | None = None,
     ):
-        self.path = Path(model)
+        self.path = model_path(model)
         self.session = _open_session(self.path, providers, threads)
         has_stats = _check_convention(self.path, self.session)
         self.input_name = self.session.get_inputs()[0].name
@@ -76,19 +80,21 @@ class Stylizer:
         self.tile = tile
 
     def stylize(
-        self, image: Image.Image | np.ndarray, strength: float = 1.0, preserve_color: bool = False
+        self, image: ImageInput, strength: float = 1.0, preserve_color: bool = False
     ) -> Image.Image | np.ndarray:
-        """Stylize one image of any size; returns the type it was given, at the same size.
+        """Stylize one image of any size, at the same size: an array for an array, else a PIL
+        image.
 
-        PIL images of any mode are taken as the CLI takes files: EXIF orientation applied,
-        16-bit and CMYK scaled properly, ICC profiles converted to sRGB, alpha kept. Arrays must be
-        uint8 HxWx3 RGB. See `stylize_many` for `strength` and `preserve_color`.
+        Files (a path) and PIL images of any mode are taken as the CLI takes files: EXIF
+        orientation applied, 16-bit and CMYK scaled properly, ICC profiles converted to sRGB,
+        alpha kept. Arrays must be uint8 HxWx3 RGB. See `stylize_many` for `strength` and
+        `preserve_color`.
         """
         return self.stylize_many([image], strength, preserve_color)[0]
 
     def stylize_many(
         self,
-        images: Sequence[Image.Image | np.ndarray],
+        images: Sequence[ImageInput],
         strength: float = 1.0,
         preserve_color: bool = False,
         batch_size: int = 4,
@@ -187,8 +193,14 @@ def transfer_luminance(originals: np.ndarray, stylized: np.ndarray) -> np.ndarra
     return originals + ((stylized - originals) @ _LUMA)[..., None]
 
 
-def _as_pixels(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _as_pixels(image: ImageInput) -> tuple[np.ndarray, np.ndarray | None]:
     """(uint8 HxWx3 sRGB, alpha or None) from what `stylize` accepts."""
+    if isinstance(image, (str, Path)):
+        try:
+            pixels = load_image(image)
+        except StylenetError as e:
+            raise StylenetError(f"{image}: {e}") from None
+        return pixels.rgb, pixels.alpha
     if isinstance(image, Image.Image):
         pixels = to_pixels(image)
         return pixels.rgb, pixels.alpha
@@ -196,7 +208,7 @@ def _as_pixels(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray 
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a uint8 HxWx3 RGB array, got {image.dtype} {image.shape}")
         return image, None
-    raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+    raise TypeError(f"expected a path, a PIL image or a numpy array, got {type(image).__name__}")
 
 
 def default_providers() -> list[str]:

@@ -114,7 +114,7 @@ def machine(trainer: pl.Trainer) -> str:
 
 
 def cpu_name() -> str:
-    """The CPU's model name ("Intel(R) Xeon(R) Processor"), from /proc/cpuinfo where there is one."""
+    """The CPU model ("Intel(R) Xeon(R) Processor"), from /proc/cpuinfo where there is one."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
