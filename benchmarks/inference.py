@@ -81,7 +81,7 @@ def gflop(shape: tuple[int, int, int], height: int, image_width: int) -> float:
     from stylenet.training.network import TransformerNet
 
     with torch.device("meta"), FlopCounterMode(display=False) as counter:
-        TransformerNet(*shape).compute_as("declared")(torch.empty(1, 3, height, image_width))
+        TransformerNet(*shape).declared(torch.empty(1, 3, height, image_width))
     return counter.get_total_flops() / 1e9
 
 

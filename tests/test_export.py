@@ -11,12 +11,25 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from test_network import (
+    NETWORKS,
+    UPSAMPLED_SIZES,
+    assert_computes_the_declared_network,
+    assert_computes_upsample_conv,
+)
 
 from helpers import PHOTOS, ROOT, make_checkpoint, run_export
 from stylenet.errors import StylenetError
 from stylenet.training import export
-from stylenet.training.network import TransformerNet
+from stylenet.training.export_graph import (
+    ExportForm,
+    conv_to_pixel_blocks,
+    upsample_conv3x3_phases,
+    upsample_on_phases,
+)
+from stylenet.training.network import ConvLayer, TransformerNet
 
 
 def checkpoint_network(ckpt: Path) -> TransformerNet:
@@ -67,14 +80,36 @@ def test_statistics_interface(model: Path):
     assert meta["downsample"] == "4" and meta["network_stages"] == "2"
 
 
+@pytest.mark.parametrize("size", UPSAMPLED_SIZES)
+def test_phase_upsampling_computes_the_layers_it_declares(size):
+    """Export's phase convolutions equal upsample, reflection pad and 3x3 conv."""
+    assert_computes_upsample_conv(upsample_conv3x3_phases, upsample_on_phases, size)
+
+
+@pytest.mark.parametrize("kernel", [9, 3])
+def test_conv_to_pixel_blocks_is_the_convolution_in_blocks(kernel: int):
+    torch.manual_seed(0)
+    layer = ConvLayer(5, 3, kernel).double()
+    x = torch.rand(2, 5, 12, 10, dtype=torch.float64)
+    blocks = conv_to_pixel_blocks(x, layer)
+    assert blocks.shape == (2, 3 * 4, 6, 5)
+    torch.testing.assert_close(blocks, F.pixel_unshuffle(layer(x), 2))
+
+
+@pytest.mark.parametrize(("width", "stages", "size"), NETWORKS)
+def test_export_form_computes_the_declared_network(width: int, stages: int, size: tuple):
+    """Width 4 computes its first layer on pixel blocks, width 16 as it trains."""
+    assert_computes_the_declared_network(ExportForm, width, stages, size)
+
+
 def test_export_form(model: Path):
-    """The graph computes at lower resolutions where it can (`TransformerNet.compute_as`):
+    """The graph computes at lower resolutions where it can (`export_graph.ExportForm`):
     - each upsampling as a convolution at the lower resolution to 4x the channels, then a
       DepthToSpace: no upsampled image (Resize), no column buffer (ConvTranspose);
     - the output conv on 2x2 pixel blocks, stride 2 to 4 x 3 channels, then a DepthToSpace;
     - for this slim network (width 8) the first layer too: stride 2 to 4 x 8 channels, and the
       stride-2 conv after it reads the blocks with a 2x2 kernel.
-    Every kernel is an initializer (folded at export). The caller's network keeps training's form.
+    Every kernel is an initializer (folded at export). The caller's network is left as it was.
     test_exported_model_matches_checkpoint_network checks that the function is the same."""
     graph = onnx.load(model).graph
     ops = [node.op_type for node in graph.node]
@@ -89,8 +124,10 @@ def test_export_form(model: Path):
     assert kernels[-1] == [4 * 3, 8, 10, 10] and strides[-1] == [2, 2]
     assert next(n for n in graph.node if convs[-1].output[0] in n.input).op_type == "DepthToSpace"
     network = TransformerNet(width=4, num_res_blocks=0)
+    weights = {key: value.clone() for key, value in network.state_dict().items()}
     export.to_onnx(network, opset=18)
-    assert {m.form for m in network.modules() if hasattr(m, "form")} == {"training"}
+    assert network.training and all(norm.shared is None for norm in network.norms())
+    assert all(torch.equal(value, weights[key]) for key, value in network.state_dict().items())
 
 
 def test_full_width_first_layer_is_exported_as_declared():

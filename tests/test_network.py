@@ -1,15 +1,16 @@
+from collections.abc import Callable
+from functools import partial
+
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from stylenet.training.network import (
-    UPSAMPLING,
-    ConvLayer,
-    TransformerNet,
-    UpsampleConv,
-    conv_to_pixel_blocks,
-)
+from stylenet.training.network import TransformerNet, UpsampleConv, upsample_conv3x3
+
+# (width, stages, input size) of the networks computed against their declared layers, here and
+# in test_export (which runs these checks on export's form too)
+NETWORKS = [(4, 2, (13, 22)), (4, 1, (8, 8)), (4, 3, (17, 9)), (16, 2, (9, 9))]
+UPSAMPLED_SIZES = [(2, 2), (5, 9), (12, 8)]
 
 
 @pytest.mark.parametrize("stages", [1, 2, 3])
@@ -77,45 +78,36 @@ def test_shared_statistics():
         assert torch.allclose(mixed[0, first_means], stats[:, first_means].mean(0), atol=1e-5)
 
 
-@pytest.mark.parametrize("size", [(2, 2), (5, 9), (12, 8)])
-@pytest.mark.parametrize("form", ["training", "export"])
-def test_upsample_conv_computes_the_layers_it_declares(size, form):
-    """Each way of computing equals upsample, reflection pad and 3x3 conv: values, gradients."""
+def assert_computes_upsample_conv(
+    upsample_conv: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    layer_form: Callable[[UpsampleConv, torch.Tensor], torch.Tensor],
+    size: tuple[int, int],
+) -> None:
+    """`upsample_conv(x, weight, bias)` equals upsample, reflection pad and 3x3 conv (values,
+    gradients), and `layer_form(layer, x)` the UpsampleConv's declared layers."""
     torch.manual_seed(0)
     layer = UpsampleConv(6, 4).double()
     upsample, conv = layer[0], layer[1][0]  # nn.Upsample, ConvLayer (reflection pad + conv)
     x = torch.rand(2, 6, *size, dtype=torch.float64, requires_grad=True)
     weight, bias = conv[1].weight, conv[1].bias
-    fused, plain = UPSAMPLING[form](x, weight, bias), conv(upsample(x))
+    fused, plain = upsample_conv(x, weight, bias), conv(upsample(x))
     assert fused.shape == plain.shape == (2, 4, 2 * size[0], 2 * size[1])
     torch.testing.assert_close(fused, plain)
     target = torch.rand_like(plain)  # an uneven weighting, so every output pixel matters
     grads = [torch.autograd.grad((y * target).sum(), (x, weight, bias)) for y in (fused, plain)]
     for fused_grad, plain_grad in zip(*grads, strict=True):
         torch.testing.assert_close(fused_grad, plain_grad)
-    layer.form = form
-    fused_layer = layer(x)
-    layer.form = "declared"
-    torch.testing.assert_close(fused_layer, layer(x))
+    torch.testing.assert_close(layer_form(layer, x), layer.declared(x))
 
 
-@pytest.mark.parametrize("kernel", [9, 3])
-def test_conv_to_pixel_blocks_is_the_convolution_in_blocks(kernel: int):
-    torch.manual_seed(0)
-    layer = ConvLayer(5, 3, kernel).double()
-    x = torch.rand(2, 5, 12, 10, dtype=torch.float64)
-    blocks = conv_to_pixel_blocks(x, layer)
-    assert blocks.shape == (2, 3 * 4, 6, 5)
-    torch.testing.assert_close(blocks, F.pixel_unshuffle(layer(x), 2))
-
-
-@pytest.mark.parametrize(
-    ("width", "stages", "size"),
-    [(4, 2, (13, 22)), (4, 1, (8, 8)), (4, 3, (17, 9)), (16, 2, (9, 9))],
-)
-def test_every_form_computes_the_declared_network(width: int, stages: int, size: tuple):
-    """Training's and export's forms against the layers as written: values, gradients and the
-    statistics that tiled inference shares. Width 4 exports its first layer on pixel blocks."""
+def assert_computes_the_declared_network(
+    form: Callable[[TransformerNet], nn.Module],
+    width: int,
+    stages: int,
+    size: tuple[int, int],
+) -> None:
+    """`form(network)` against the layers as written (`TransformerNet.declared`): values,
+    gradients and the statistics that tiled inference shares (`forward_shared`)."""
     torch.manual_seed(0)
     network = TransformerNet(width, num_res_blocks=1, stages=stages).double()
     for norm in network.norms():  # not the initial (1, 0): every parameter must matter
@@ -126,21 +118,25 @@ def test_every_form_computes_the_declared_network(width: int, stages: int, size:
     no = torch.tensor(False)
     target = torch.rand(2, 3, *size, dtype=torch.float64)
 
-    def run(form: str) -> list[torch.Tensor]:
-        out, measured = network.compute_as(form).forward_shared(x, stats, no, no)
+    def run(forward_shared: Callable) -> list[torch.Tensor]:
+        out, measured = forward_shared(x, stats, no, no)
         return [out, measured, *torch.autograd.grad((out * target).sum(), network.parameters())]
 
-    declared = run("declared")
-    for form in ("training", "export"):
-        for got, expected in zip(run(form), declared, strict=True):
-            torch.testing.assert_close(got, expected)
+    declared = run(partial(network.forward_shared, compute=network.declared))
+    for got, expected in zip(run(form(network).forward_shared), declared, strict=True):
+        torch.testing.assert_close(got, expected)
 
 
-def test_forms_are_checked():
-    network = TransformerNet(width=4, num_res_blocks=0)
-    assert {m.form for m in network.modules() if hasattr(m, "form")} == {"training"}
-    with pytest.raises(ValueError, match="form 'fast'"):
-        network.compute_as("fast")
+@pytest.mark.parametrize("size", UPSAMPLED_SIZES)
+def test_upsample_conv_computes_the_layers_it_declares(size):
+    """Training's transposed convolution equals upsample, reflection pad and 3x3 conv."""
+    assert_computes_upsample_conv(upsample_conv3x3, lambda layer, x: layer(x), size)
+
+
+@pytest.mark.parametrize(("width", "stages", "size"), NETWORKS)
+def test_training_computes_the_declared_network(width: int, stages: int, size: tuple):
+    """`forward`, the network as it trains, is the function its layers declare."""
+    assert_computes_the_declared_network(lambda network: network, width, stages, size)
 
 
 def test_checkpoints_unchanged():

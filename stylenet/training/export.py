@@ -43,6 +43,7 @@ from stylenet.runtime.stylizer import (
     USE_GIVEN_NAME,
 )
 from stylenet.training.app import hydra_app
+from stylenet.training.export_graph import ExportForm
 from stylenet.training.network import TransformerNet
 
 CONVENTION = (
@@ -56,7 +57,7 @@ CONVENTION = (
 # (batch, height, width) compared before writing: odd sizes exercise the padding and cropping.
 PARITY_SIZES = ((1, 5, 7), (2, 33, 65), (1, 257, 191), (1, 256, 256))
 # Constant folding up to this many elements: every kernel that the export form derives from the
-# trained weights (`TransformerNet.compute_as`) is then an initializer, which onnxruntime's blocked
+# trained weights (`export_graph.ExportForm`) is then an initializer, which onnxruntime's blocked
 # convolutions and int8 quantisation both need; the exporter's default stops at 8192 inputs.
 FOLD_LIMIT = 2**24
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Clamped(nn.Module):
 class Exported(nn.Module):
     """`Clamped`, with the instance-norm statistics out and in (`TransformerNet.forward_shared`)."""
 
-    def __init__(self, network: TransformerNet):
+    def __init__(self, network: TransformerNet | ExportForm):
         super().__init__()
         self.network = network
 
@@ -137,7 +138,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def to_onnx(network: TransformerNet, opset: int) -> onnx.ModelProto:
-    """Export `Exported(network)` with dynamic batch, height and width (torch.export based).
+    """Export `Exported(ExportForm(network))`, batch, height and width dynamic (torch.export).
 
     The example input has odd sizes and a batch of 2 so that no size is specialised; the legacy
     TorchScript exporter cannot be used: it bakes the padding for the example size into the graph.
@@ -147,7 +148,7 @@ def to_onnx(network: TransformerNet, opset: int) -> onnx.ModelProto:
     }
     defaults = plain_inputs(network)
     program = torch.onnx.export(
-        Exported(copy.deepcopy(network).compute_as("export")).eval(),
+        Exported(ExportForm(copy.deepcopy(network))).eval(),  # the caller's keeps its mode
         (torch.rand(2, 3, 37, 53), *defaults),
         dynamo=True,
         input_names=[INPUT_NAME, *OPTIONAL_INPUTS],

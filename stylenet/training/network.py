@@ -6,15 +6,18 @@ ECCV 2016), with the two changes everyone adopted since:
   Normalization: The Missing Ingredient for Fast Stylization"), and
 - nearest-neighbour upsampling followed by a convolution instead of transposed convolutions, which
   leave checkerboard artefacts (Odena et al. 2016, https://distill.pub/2016/deconv-checkerboard/).
-  Computed without the upsampled image (`upsample_conv3x3`, `upsample_conv3x3_phases`): the
-  same function, less work.
+  Computed without the upsampled image (`upsample_conv3x3`): the same function, less work.
 
-`TransformerNet.compute_as` picks how the one function is computed: for training, for export (on
-2x2 pixel blocks where that fills the CPU's vectors) or as the layers are declared.
+`TransformerNet.forward` is the computation the network trains with; `TransformerNet.declared`
+runs the layers as written (to count their FLOPs, and what the other computations are tested
+against). Export computes the same function its own way, from the trained weights
+(stylenet.training.export_graph).
 
 Images are float RGB in [0, 1], NCHW. The output is not clamped: the loss sees the raw values and
 whoever turns the output into pixels clamps it.
 """
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,50 +34,14 @@ class ConvLayer(nn.Sequential):
         )
 
 
-def phase_kernel(weight: torch.Tensor) -> torch.Tensor:
-    """A stride-1 k x k kernel as a stride-2 (k+1) x (k+1) one with 4x the outputs: output
-    channel 4 * o + 2 * row parity + column parity is the kernel shifted by that parity.
-
-    conv2d(x, phase_kernel(w), stride=2) is conv2d(x, w) on 2x2 pixel blocks, in pixel_unshuffle's
-    channel order, for inputs of even size after padding: the same multiply-adds (plus the zero
-    row and column), with 4x the output channels at a quarter of the pixels.
-    """
-    shifted = [F.pad(weight, (dx, 1 - dx, dy, 1 - dy)) for dy in (0, 1) for dx in (0, 1)]
-    return torch.stack(shifted, 1).flatten(0, 1)
-
-
-def conv_to_pixel_blocks(x: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
-    """A stride-1 ConvLayer's output as 2x2 pixel blocks (pixel_unshuffle order)."""
-    pad, conv = layer
-    return F.conv2d(pad(x), phase_kernel(conv.weight), conv.bias.repeat_interleave(4), stride=2)
-
-
-def stride2_kernel_on_blocks(weight: torch.Tensor) -> torch.Tensor:
-    """A 3x3 stride-2 kernel for input given as 2x2 pixel blocks and padded by one block at the
-    top and left: output row j reads input rows 2j-1, 2j, 2j+1, the odd row of block j-1 and both
-    rows of block j (the same for columns). 7 of the 16 taps per block pair are zero."""
-    out_channels, in_channels = weight.shape[:2]
-    taps = F.pad(weight, (1, 0, 1, 0)).reshape(out_channels, in_channels, 2, 2, 2, 2)
-    return taps.permute(0, 1, 3, 5, 2, 4).reshape(out_channels, 4 * in_channels, 2, 2)
-
-
 class OutputConv(ConvLayer):
-    """The last ConvLayer (to 3 channels), convolved channels-last for training and on 2x2 pixel
-    blocks for export (`form`, set by TransformerNet.compute_as).
+    """The last ConvLayer (to 3 channels), convolved channels-last.
 
     With 3 output channels, oneDNN's NCHW kernels ran at ~35 GFLOP/s on the 2-core Xeon; NHWC
-    took 173 instead of 297 ms forward and backward for full width, batch 4, 256 px. In
-    onnxruntime (no memory formats), whose blocked convolutions pad the output channels to 16 on
-    AVX-512 (8 on AVX2), 3 channels did 5x the work needed: in blocks it computes 12.
+    took 173 instead of 297 ms forward and backward for full width, batch 4, 256 px.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
-        super().__init__(in_channels, out_channels, kernel_size)
-        self.form = "training"
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.form == "export":
-            return F.pixel_shuffle(conv_to_pixel_blocks(x, self), 2)
         pad, conv = self
         return conv(pad(x).contiguous(memory_format=torch.channels_last))
 
@@ -146,12 +113,6 @@ class ResidualBlock(nn.Module):
 # holds for columns. At the borders, reflecting the upsampled image repeats the input's edge, so
 # the input is edge-replicated by one pixel first.
 TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-# The same per output row parity: even rows see input rows i-1, i, i+1 through kernel rows
-# (k0, k1 + k2, none), odd rows through (none, k0 + k1, k2): PHASES[parity] @ rows.
-PHASES = torch.tensor(
-    [[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]],
-     [[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]]
-)  # fmt: skip
 
 
 def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -172,36 +133,12 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) 
     return F.conv_transpose2d(x, kernel, bias, stride=2, padding=3)
 
 
-def upsample_conv3x3_phases(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
-) -> torch.Tensor:
-    """The same function as a 3x3 convolution at the input's resolution to 4x the channels, one
-    per output pixel's (row, column) parity, then a pixel shuffle (ONNX DepthToSpace).
-
-    The declared layers' multiply-adds, but no upsampled image nor its padded copy, and 4x the
-    output channels, which fill onnxruntime's 16-channel (AVX-512) blocks where 8 did not: export
-    uses it. Its ConvTranspose (`upsample_conv3x3`) kept a ~145 MB column buffer at 1080x1080.
-    """
-    phases = PHASES.to(weight)
-    kernel = torch.einsum("ayk,bxl,oikl->oabiyx", phases, phases, weight)
-    kernel = kernel.reshape(4 * weight.shape[0], weight.shape[1], 3, 3)
-    # F.pad, not upsample_conv3x3's concatenated slices: those made torch.export's shape
-    # reasoning take minutes (149 instead of 8 s for width 4, no residual blocks). This form
-    # never trains, so never meets the compiled backward's problem with F.pad.
-    out = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, bias.repeat_interleave(4))
-    return F.pixel_shuffle(out, 2)  # channel 4 * o + 2 * row parity + column parity
-
-
-UPSAMPLING = {"training": upsample_conv3x3, "export": upsample_conv3x3_phases}
-
-
 class UpsampleConv(nn.Sequential):
     """Nearest x2 upsampling, then a 3x3 conv: no checkerboard, unlike a learned ConvTranspose.
 
-    The layers below define the function (and the state_dict keys); `forward` computes the same
-    another way (`form`, set by TransformerNet.compute_as): "training", the default, as a
-    transposed convolution (2.25x fewer multiply-adds, no upsampled copy of the input); "export",
-    as phase convolutions; "declared", the layers as written.
+    The layers below define the function (and the state_dict keys). `forward` computes it as a
+    transposed convolution (`upsample_conv3x3`: 2.25x fewer multiply-adds, no upsampled copy of
+    the input); `declared` runs the layers as written.
     """
 
     def __init__(self, in_channels: int, out_channels: int):
@@ -209,39 +146,14 @@ class UpsampleConv(nn.Sequential):
             nn.Upsample(scale_factor=2, mode="nearest"),
             ConvNormReLU(in_channels, out_channels, 3),
         )
-        self.form = "training"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.form == "declared":
-            return super().forward(x)
         conv, norm, relu = self[1][0][1], self[1][1], self[1][2]
-        return relu(norm(UPSAMPLING[self.form](x, conv.weight, conv.bias)))
+        return relu(norm(upsample_conv3x3(x, conv.weight, conv.bias)))
 
-
-def encode_on_pixel_blocks(
-    x: torch.Tensor, first: ConvNormReLU, second: ConvNormReLU
-) -> torch.Tensor:
-    """second(first(x)), with first's full-resolution output computed and kept as 2x2 pixel
-    blocks (`conv_to_pixel_blocks`): 4x the channels at a quarter of the pixels, which fill
-    onnxruntime's channel blocks where a slim network's first layer does not."""
-    conv, norm, relu = first
-    blocks = conv_to_pixel_blocks(x, conv)
-    # A channel's four phases side by side are its whole plane: the norm sees the image's
-    # statistics, and the shared ones of tiled inference are those of the declared layer.
-    plane = relu(norm(blocks.unflatten(1, (-1, 4)).flatten(2, 3)))
-    blocks = plane.unflatten(2, (4, -1)).flatten(1, 2)
-    (_, conv), norm, relu = second
-    # Block -1 replicates block 0, whose odd row is row 1: the reflection of row -1.
-    padded = F.pad(blocks, (1, 0, 1, 0), mode="replicate")
-    return relu(norm(F.conv2d(padded, stride2_kernel_on_blocks(conv.weight), conv.bias)))
-
-
-FORMS = ("training", "export", "declared")
-# Export computes the first layer on pixel blocks below this width, where its channels do not fill
-# onnxruntime's 16-wide AVX-512 channel blocks: 8 x 5 at 1080x1080 on the 2-core Xeon took 10%
-# less time. At full width the blocks' extra (zero) taps made the network 5-10% slower. On AVX2
-# (8-wide blocks) width 8 fills the blocks already: not measured there.
-BLOCKED_INPUT_BELOW_WIDTH = 16
+    def declared(self, x: torch.Tensor) -> torch.Tensor:
+        """The upsampled image, padded and convolved."""
+        return super().forward(x)
 
 
 class TransformerNet(nn.Module):
@@ -266,7 +178,6 @@ class TransformerNet(nn.Module):
         self.width = width
         self.num_res_blocks = num_res_blocks
         self.stages = stages
-        self.form = "training"
         # height and width must be multiples of this inside the network
         self.downsample = 2**stages
         channels = [width * 2**stage for stage in range(stages + 1)]
@@ -279,6 +190,24 @@ class TransformerNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pad_and_crop(self.layers, x)
+
+    def declared(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` computed by the layers as written (`UpsampleConv.declared`): to count their
+        FLOPs, and what the network's own computation and export's are tested against."""
+
+        def layers(x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers:
+                x = layer.declared(x) if isinstance(layer, UpsampleConv) else layer(x)
+            return x
+
+        return self.pad_and_crop(layers, x)
+
+    def pad_and_crop(
+        self, layers: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+    ) -> torch.Tensor:
+        """`layers` (the layers, computed one way or another) on `x` padded to what they need,
+        cropped back to `x`'s height and width."""
         height, width = x.shape[-2:]
         # Reflection padding needs more pixels than it pads: 4 for the 9x9 convolutions, 1 for
         # the 3x3 ones after the last halving. 2 * max(downsample, 4) is a multiple of downsample.
@@ -286,22 +215,7 @@ class TransformerNet(nn.Module):
         pad_h = max(least - height, (-height) % self.downsample)
         pad_w = max(least - width, (-width) % self.downsample)
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        layers = self.layers
-        if self.form == "export" and self.width < BLOCKED_INPUT_BELOW_WIDTH:
-            x, layers = encode_on_pixel_blocks(x, *layers[:2]), layers[2:]
         return layers(x)[..., :height, :width]
-
-    def compute_as(self, form: str) -> "TransformerNet":
-        """How to compute the network's one function: "training" (the default), "export" (for
-        onnxruntime: phase convolutions and pixel blocks, see UpsampleConv, OutputConv and
-        encode_on_pixel_blocks) or "declared" (the layers as written: to count their FLOPs, and
-        what the other forms are tested against)."""
-        if form not in FORMS:
-            raise ValueError(f"form {form!r}: one of {', '.join(FORMS)}")
-        for module in self.modules():
-            if isinstance(module, (TransformerNet, UpsampleConv, OutputConv)):
-                module.form = form
-        return self
 
     def norms(self) -> list[InstanceNorm]:
         """The instance norms, in the order they run."""
@@ -312,7 +226,12 @@ class TransformerNet(nn.Module):
         return [norm.num_features for norm in self.norms()]
 
     def forward_shared(
-        self, x: torch.Tensor, stats: torch.Tensor, use_stats: torch.Tensor, pool: torch.Tensor
+        self,
+        x: torch.Tensor,
+        stats: torch.Tensor,
+        use_stats: torch.Tensor,
+        pool: torch.Tensor,
+        compute: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward`, also returning the statistics every instance norm normalised with.
 
@@ -321,13 +240,15 @@ class TransformerNet(nn.Module):
         instead of its own: tiles of one image all normalised like the whole image. Where the
         boolean `pool` is true, the layers pool their statistics over the batch: crops of one
         image normalised together measure the statistics of the image at its own scale.
+        `compute` computes the network's function another way through the same layers
+        (`declared`, export's form) instead of `forward`.
         """
         norms = self.norms()
         chunks = stats.split([2 * channels for channels in self.norm_channels()], dim=1)
         for norm, chunk in zip(norms, chunks, strict=True):
             norm.shared = (chunk, use_stats, pool)
         try:
-            out = self(x)
+            out = (compute or self)(x)
             measured = torch.cat([norm.measured for norm in norms], 1)
         finally:
             for norm in norms:
