@@ -7,11 +7,16 @@ exported once per test session (torch.export takes seconds) and shared by every 
 
 import struct
 import zlib
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from torch import nn
 
+from stylenet.training.network import TransformerNet, UpsampleConv
 from stylenet.training.paths import CONFIG_DIR, shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: train.py, export.py, optimize.py
@@ -79,10 +84,6 @@ def make_checkpoint(
     path: Path, width: int = 8, blocks: int = 1, seed: int = 0, stages: int = 2
 ) -> Path:
     """A checkpoint shaped like train.py's (Lightning keys and config) with random weights."""
-    import torch
-
-    from stylenet.training.network import TransformerNet
-
     torch.manual_seed(seed)
     network = TransformerNet(width, blocks, stages)
     config = {
@@ -92,14 +93,16 @@ def make_checkpoint(
             "num_res_blocks": blocks,
             "stages": stages,
         },
-        "style": {"name": "mosaic", "image": str(MOSAIC), "size": 512},
-        "data": {"image_size": 256},
+        "style": {"name": "mosaic", "image": str(MOSAIC), "size": 512, "painting": "Mosaic"},
+        "data": {"image_size": 256, "root": str(PHOTO_DIR / "train")},
+        "command": "python train.py style=mosaic",
     }
     torch.save(
         {
             "state_dict": {f"network.{k}": v for k, v in network.state_dict().items()},
             "hyper_parameters": {"config": config},
             "global_step": 1234,
+            "callbacks": {"TrainingClock": {"seconds": {"Test CPU (2 threads)": 5400.0}}},
         },
         path,
     )
@@ -221,3 +224,58 @@ def linear_rgb_icc() -> bytes:
     header += s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(48)
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + table + data
+
+
+# (width, stages, input size) of the networks computed against their declared layers: training's
+# form in test_network, export's in test_export.
+NETWORKS = [(4, 2, (13, 22)), (4, 1, (8, 8)), (4, 3, (17, 9)), (16, 2, (9, 9))]
+UPSAMPLED_SIZES = [(2, 2), (5, 9), (12, 8)]
+
+
+def assert_computes_upsample_conv(
+    upsample_conv: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    layer_form: Callable[[UpsampleConv, torch.Tensor], torch.Tensor],
+    size: tuple[int, int],
+) -> None:
+    """`upsample_conv(x, weight, bias)` equals upsample, reflection pad and 3x3 conv (values,
+    gradients), and `layer_form(layer, x)` the UpsampleConv's declared layers."""
+    torch.manual_seed(0)
+    layer = UpsampleConv(6, 4).double()
+    upsample, conv = layer[0], layer[1][0]  # nn.Upsample, ConvLayer (reflection pad + conv)
+    x = torch.rand(2, 6, *size, dtype=torch.float64, requires_grad=True)
+    weight, bias = conv[1].weight, conv[1].bias
+    fused, plain = upsample_conv(x, weight, bias), conv(upsample(x))
+    assert fused.shape == plain.shape == (2, 4, 2 * size[0], 2 * size[1])
+    torch.testing.assert_close(fused, plain)
+    target = torch.rand_like(plain)  # an uneven weighting, so every output pixel matters
+    grads = [torch.autograd.grad((y * target).sum(), (x, weight, bias)) for y in (fused, plain)]
+    for fused_grad, plain_grad in zip(*grads, strict=True):
+        torch.testing.assert_close(fused_grad, plain_grad)
+    torch.testing.assert_close(layer_form(layer, x), layer.declared(x))
+
+
+def assert_computes_the_declared_network(
+    form: Callable[[TransformerNet], nn.Module],
+    width: int,
+    stages: int,
+    size: tuple[int, int],
+) -> None:
+    """`form(network)` against the layers as written (`TransformerNet.declared`): values,
+    gradients and the statistics that tiled inference shares (`forward_shared`)."""
+    torch.manual_seed(0)
+    network = TransformerNet(width, num_res_blocks=1, stages=stages).double()
+    for norm in network.norms():  # not the initial (1, 0): every parameter must matter
+        nn.init.uniform_(norm.weight, 0.5, 1.5)
+        nn.init.uniform_(norm.bias, -0.5, 0.5)
+    x = torch.rand(2, 3, *size, dtype=torch.float64)
+    stats = torch.zeros(1, 2 * sum(network.norm_channels()), dtype=torch.float64)
+    no = torch.tensor(False)
+    target = torch.rand(2, 3, *size, dtype=torch.float64)
+
+    def run(forward_shared: Callable) -> list[torch.Tensor]:
+        out, measured = forward_shared(x, stats, no, no)
+        return [out, measured, *torch.autograd.grad((out * target).sum(), network.parameters())]
+
+    declared = run(partial(network.forward_shared, compute=network.declared))
+    for got, expected in zip(run(form(network).forward_shared), declared, strict=True):
+        torch.testing.assert_close(got, expected)

@@ -201,9 +201,10 @@ def test_info_is_a_short_card_and_verbose_has_everything(model: Path):
     size = model.stat().st_size
     lines = stdout.splitlines()
     assert lines[0] == f"mosaic: {model} ({size / 1e6:.1f} MB, {size} bytes)"
-    assert lines[1] == "mosaic, unknown (unknown); unknown"  # the test checkpoint has no card
+    assert lines[1] == "Mosaic, unknown (unknown); unknown"  # as much card as the test model has
     assert lines[2].startswith("network: 8 x 1 (2 stages), 1234 steps at 256 px")
-    assert len(lines) <= 5 and "training_config" not in stdout and str(Path.home()) not in stdout
+    assert lines[3] == "trained with: python train.py style=mosaic"
+    assert len(lines) == 4 and "training_config" not in stdout
     code, stdout, _ = stylenet("info", model, "--verbose")
     assert code == 0
     assert "input: image tensor(float) [batch, 3, height, width]" in stdout
@@ -270,4 +271,4 @@ def test_styles_lists_every_bundled_style_with_its_card(bundled):
     assert code == 0
     blocks = stdout.strip().split("\n\n")
     assert [block.splitlines()[0] for block in blocks] == [f"{DEFAULT_STYLE} (default)", "wave"]
-    assert all(block.splitlines()[1].startswith("  mosaic, unknown") for block in blocks)
+    assert all(block.splitlines()[1].startswith("  Mosaic, unknown") for block in blocks)

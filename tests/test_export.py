@@ -13,14 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from test_network import (
+
+from helpers import (
+    DATA,
+    MOSAIC,
     NETWORKS,
+    PHOTOS,
+    ROOT,
     UPSAMPLED_SIZES,
     assert_computes_the_declared_network,
     assert_computes_upsample_conv,
+    make_checkpoint,
+    run_export,
 )
-
-from helpers import PHOTOS, ROOT, make_checkpoint, run_export
 from stylenet.errors import StylenetError
 from stylenet.training import export
 from stylenet.training.export_graph import (
@@ -146,19 +151,24 @@ def test_graph_is_dynamic_and_named(model: Path):
         assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]
 
 
-def test_metadata(model: Path):
+def test_metadata_is_a_model_card_without_the_training_machines_paths(model: Path):
     meta = {p.key: p.value for p in onnx.load(model).metadata_props}
-    assert meta["style_name"] == "mosaic"
+    assert meta["style_name"] == "mosaic" and meta["style_painting"] == "Mosaic"
+    assert meta["style_artist"] == meta["style_year"] == meta["style_licence"] == "unknown"
+    assert meta["style_image"] == "mosaic.jpg"
+    assert meta["style_image_sha256"] == hashlib.sha256(MOSAIC.read_bytes()).hexdigest()
+    assert meta["training_steps"] == "1234" and meta["training_image_size"] == "256"
+    assert meta["training_command"] == "python train.py style=mosaic"
+    assert meta["training_time"] == "1.5 h on Test CPU (2 threads)"
     config = json.loads(meta["training_config"])
-    style_image = Path(config["style"]["image"])
-    assert meta["style_image_sha256"] == hashlib.sha256(style_image.read_bytes()).hexdigest()
-    assert meta["training_steps"] == "1234"
     assert config["network"] == {
         "_target_": "stylenet.training.network.TransformerNet",
         "width": 8,
         "num_res_blocks": 1,
         "stages": 2,
     }
+    assert (config["style"]["image"], config["data"]["root"]) == ("mosaic.jpg", "train")
+    assert not any(str(DATA) in value for value in meta.values())
     assert (meta["network_width"], meta["network_num_res_blocks"]) == ("8", "1")
     assert "float32 NCHW RGB in [0, 1]" in meta["convention"]
     assert meta["stylenet_version"][0].isdigit()

@@ -1,16 +1,14 @@
-from collections.abc import Callable
-from functools import partial
-
 import pytest
 import torch
 from torch import nn
 
+from helpers import (
+    NETWORKS,
+    UPSAMPLED_SIZES,
+    assert_computes_the_declared_network,
+    assert_computes_upsample_conv,
+)
 from stylenet.training.network import TransformerNet, UpsampleConv, upsample_conv3x3
-
-# (width, stages, input size) of the networks computed against their declared layers, here and
-# in test_export (which runs these checks on export's form too)
-NETWORKS = [(4, 2, (13, 22)), (4, 1, (8, 8)), (4, 3, (17, 9)), (16, 2, (9, 9))]
-UPSAMPLED_SIZES = [(2, 2), (5, 9), (12, 8)]
 
 
 @pytest.mark.parametrize("stages", [1, 2, 3])
@@ -76,55 +74,6 @@ def test_shared_statistics():
         _, mixed = net.forward_shared(x, zeros, no, yes)
         first_means = slice(0, net.norm_channels()[0])  # the first layer sees the images alone
         assert torch.allclose(mixed[0, first_means], stats[:, first_means].mean(0), atol=1e-5)
-
-
-def assert_computes_upsample_conv(
-    upsample_conv: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-    layer_form: Callable[[UpsampleConv, torch.Tensor], torch.Tensor],
-    size: tuple[int, int],
-) -> None:
-    """`upsample_conv(x, weight, bias)` equals upsample, reflection pad and 3x3 conv (values,
-    gradients), and `layer_form(layer, x)` the UpsampleConv's declared layers."""
-    torch.manual_seed(0)
-    layer = UpsampleConv(6, 4).double()
-    upsample, conv = layer[0], layer[1][0]  # nn.Upsample, ConvLayer (reflection pad + conv)
-    x = torch.rand(2, 6, *size, dtype=torch.float64, requires_grad=True)
-    weight, bias = conv[1].weight, conv[1].bias
-    fused, plain = upsample_conv(x, weight, bias), conv(upsample(x))
-    assert fused.shape == plain.shape == (2, 4, 2 * size[0], 2 * size[1])
-    torch.testing.assert_close(fused, plain)
-    target = torch.rand_like(plain)  # an uneven weighting, so every output pixel matters
-    grads = [torch.autograd.grad((y * target).sum(), (x, weight, bias)) for y in (fused, plain)]
-    for fused_grad, plain_grad in zip(*grads, strict=True):
-        torch.testing.assert_close(fused_grad, plain_grad)
-    torch.testing.assert_close(layer_form(layer, x), layer.declared(x))
-
-
-def assert_computes_the_declared_network(
-    form: Callable[[TransformerNet], nn.Module],
-    width: int,
-    stages: int,
-    size: tuple[int, int],
-) -> None:
-    """`form(network)` against the layers as written (`TransformerNet.declared`): values,
-    gradients and the statistics that tiled inference shares (`forward_shared`)."""
-    torch.manual_seed(0)
-    network = TransformerNet(width, num_res_blocks=1, stages=stages).double()
-    for norm in network.norms():  # not the initial (1, 0): every parameter must matter
-        nn.init.uniform_(norm.weight, 0.5, 1.5)
-        nn.init.uniform_(norm.bias, -0.5, 0.5)
-    x = torch.rand(2, 3, *size, dtype=torch.float64)
-    stats = torch.zeros(1, 2 * sum(network.norm_channels()), dtype=torch.float64)
-    no = torch.tensor(False)
-    target = torch.rand(2, 3, *size, dtype=torch.float64)
-
-    def run(forward_shared: Callable) -> list[torch.Tensor]:
-        out, measured = forward_shared(x, stats, no, no)
-        return [out, measured, *torch.autograd.grad((out * target).sum(), network.parameters())]
-
-    declared = run(partial(network.forward_shared, compute=network.declared))
-    for got, expected in zip(run(form(network).forward_shared), declared, strict=True):
-        torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.parametrize("size", UPSAMPLED_SIZES)
