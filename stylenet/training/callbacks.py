@@ -1,5 +1,7 @@
-"""Side jobs of a training run, kept out of the module: checkpoints, sample grids, the clock."""
+"""Side jobs of a training run, kept out of the module: checkpoints, sample grids, the clock, the
+progress bar and the time estimate."""
 
+import logging
 import platform
 import time
 from pathlib import Path
@@ -7,10 +9,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
+
+log = logging.getLogger(__name__)
 
 
 class Checkpoints(ModelCheckpoint):
@@ -66,6 +70,87 @@ class SampleGrid(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, step)
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Lightning's progress bar counting training steps out of trainer.max_steps, across epochs.
+
+    A run is sized in steps: Lightning's own bar restarts every epoch ("Epoch 4: 8/8") and its
+    time left covers that epoch only. This one reads "step: 12%|█ | 4800/40000 [1:02:03<7:34:12,
+    1.29s/step, total=2.31, style=1.02, content=1.29]".
+    """
+
+    # Lightning's format with tqdm's rate_fmt, which turns to s/step below one step a second.
+    BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+    def init_train_tqdm(self):
+        bar = super().init_train_tqdm()
+        bar.unit = "step"
+        return bar
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        bar = self.train_progress_bar
+        bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
+        # A resumed run starts where it stopped; the rate and time left count this session only.
+        bar.initial = bar.n = bar.last_print_n = trainer.global_step
+        bar.set_description("step")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        """One bar for the whole run: nothing restarts with an epoch."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        bar = self.train_progress_bar
+        if self._should_update(trainer.global_step, bar.total):
+            bar.update(trainer.global_step - bar.n)
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """The training losses, short ("total", not "train/total"), without the logger's version."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return {key.removeprefix("train/"): value for key, value in metrics.items()}
+
+
+class TimeEstimate(pl.Callback):
+    """After the first `after_steps` steps, log how long the run will take at that pace.
+
+    A CPU step takes seconds where a GPU's takes milliseconds, and trainer.max_steps is one number
+    for both: the user learns within minutes that a run would take days, not the next morning.
+    Timing starts after the first step, which pays for start-up (and compilation).
+    """
+
+    def __init__(self, after_steps: int = 10):
+        self.after_steps = after_steps
+        self.first_step = 0
+        self.started: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.first_step, self.started = trainer.global_step, None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+        elif trainer.global_step == self.first_step + 1 + self.after_steps:
+            self.report(trainer, (time.monotonic() - self.started) / self.after_steps)
+
+    @rank_zero_only
+    def report(self, trainer: pl.Trainer, seconds_per_step: float) -> None:
+        if trainer.max_steps > 0:
+            steps = trainer.max_steps - self.first_step
+            log.info(
+                "%d steps at %.3g s/step: about %s; set trainer.max_steps=N to change that",
+                steps,
+                seconds_per_step,
+                duration(steps * seconds_per_step),
+            )
+
+
+def duration(seconds: float) -> str:
+    """A rough time in the unit that reads best: "57 h", "25 min", "40 s"."""
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 class TrainingClock(pl.Callback):

@@ -5,14 +5,21 @@ The configuration lives in stylenet/configs/ (train.yaml composes the groups); R
 
 import hashlib
 import logging
+import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from stylenet.errors import StylenetError
-from stylenet.training.app import hydra_app
+from stylenet.training.app import check_settings, hydra_app, user_error
+
+if TYPE_CHECKING:
+    from stylenet.training.data import PhotoDataModule
+    from stylenet.training.loss import PerceptualLoss
 
 log = logging.getLogger(__name__)
 # Lightning 2.6 on torch >= 2.10 warns about its own use of a deprecated torch API on every fit.
@@ -23,28 +30,31 @@ def train(cfg: DictConfig) -> None:
     """One instantiate per config group, then Lightning does the rest."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
+    from pytorch_lightning.accelerators import CPUAccelerator
+    from pytorch_lightning.callbacks import ProgressBar
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from stylenet.training.allocator import keep_freed_memory
     from stylenet.training.module import StyleTransferModule
 
     keep_freed_memory()  # ~25% of a CPU step went to page faults; see allocator.py
-    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise StylenetError(f"ckpt_path not found: {cfg.ckpt_path}")
+    log.info("run folder: %s", cfg.paths.output_dir)
+    datamodule, loss = check_inputs(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
     module = StyleTransferModule(
         network=instantiate(cfg.network),
-        loss=instantiate(cfg.loss),
+        loss=loss,
         optimizer=instantiate(cfg.optimizer),
         style_image=cfg.style.image,
         style_size=cfg.style.size,
         compile_step=cfg.compile,
         config=run_config(cfg),
     )
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it won't show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer = instantiate(
-        cfg.trainer,
-        callbacks=[instantiate(c) for c in cfg.callbacks.values()],
-        logger=[instantiate(c) for c in cfg.logger.values()],
+        cfg.trainer, callbacks=callbacks, logger=[instantiate(c) for c in cfg.logger.values()]
     )
     if bf16_on_cpu(trainer):
         if cfg.compile:  # measured with torch 2.14: the loss was NaN from the second step on
@@ -57,10 +67,64 @@ def train(cfg: DictConfig) -> None:
                 "bf16 on a CPU without bf16 units (AMX or AVX512-BF16) is emulated, about 40x "
                 "slower than fp32: use trainer.precision=32-true"
             )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if isinstance(trainer.accelerator, CPUAccelerator) and not max_steps_chosen():
+        log.warning(
+            "no trainer.max_steps given: this CPU run is set for %d steps (the default, sized for "
+            "a GPU), which at the default sizes takes a day or more; set trainer.max_steps=N for "
+            "a shorter run, or try experiment=cpu_fast (the time it takes is logged after the "
+            "first steps)",
+            trainer.max_steps,
+        )
+    with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if skipped := datamodule.num_skipped():
         log.warning("skipped %d unreadable image(s); see the warnings above", skipped)
     log.info("run folder: %s", cfg.paths.output_dir)
+
+
+def check_inputs(cfg: DictConfig) -> tuple["PhotoDataModule", "PerceptualLoss"]:
+    """Find the user's mistakes in seconds, before Lightning starts and, called by Hydra
+    (CheckInputs), before the run folder is written: a key or value a constructor does not take,
+    a missing checkpoint, VGG weights file, style image or photo folder, a style image that is
+    not an image, a bad loss or network setting. Returns what it built for train() to use: the
+    data module, set up (its photos found), and the loss (VGG loaded)."""
+    from hydra.utils import instantiate
+
+    from stylenet.training.data import load_style_image
+
+    check_settings(cfg)
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise StylenetError(f"ckpt_path not found: {cfg.ckpt_path}")
+    load_style_image(cfg.style.image, cfg.style.size)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    loss = instantiate(cfg.loss)
+    instantiate(cfg.network)  # its own checks; train() builds the one it trains once seeded
+    return datamodule, loss
+
+
+class CheckInputs(Callback):
+    """Hydra callback: check_inputs() before Hydra writes .hydra/ and train.log into the run
+    folder, so that a mistake leaves nothing behind. Exits itself: Hydra turns a callback's
+    exceptions into warnings and goes on."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_inputs(config)
+        except Exception as e:
+            if (message := user_error(e)) is None:
+                raise  # a bug: Hydra warns, and train() meets it again with its traceback
+            sys.exit(f"error: {message}")
+
+
+def max_steps_chosen() -> bool:
+    """Whether trainer.max_steps was set on the command line or by an experiment recipe, rather
+    than left at the default; True outside a Hydra run (a test, a notebook)."""
+    if not HydraConfig.initialized():
+        return True
+    hydra = HydraConfig.get()
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in hydra.overrides.task}
+    return "trainer.max_steps" in keys or hydra.runtime.choices.get("experiment") is not None
 
 
 def bf16_on_cpu(trainer) -> bool:
