@@ -1,7 +1,13 @@
 """Training runs through the real configs/train.yaml, shrunk to CPU size, in tmp_path."""
 
+import functools
+import logging
+import re
+
 import pytest
+import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
 from helpers import PHOTO_DIR, STYLES, compose, compose_train
@@ -10,7 +16,7 @@ from stylenet.training.data import PhotoDataset, find_images
 from stylenet.training.loss import PerceptualLoss
 from stylenet.training.module import StyleTransferModule
 from stylenet.training.network import TransformerNet
-from stylenet.training.train import train
+from stylenet.training.train import max_steps_chosen, train
 
 
 def _network_from(checkpoint_path) -> TransformerNet:
@@ -193,3 +199,87 @@ def test_compiled_bf16_on_a_cpu_is_refused_before_any_work(tmp_path):
     with pytest.raises(StylenetError, match="compile=false"):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.root=/nonexistent", "data.root folder not found: /nonexistent"),
+        ("style.image={tmp}/notes.txt", "cannot read style.image {tmp}/notes.txt: cannot identify"),
+        ("data.val_root={tmp}", "data.val_root {tmp} has no images"),
+        ("trainer.limit_val_batches=all", "trainer.limit_val_batches must be a number or null"),
+        (
+            "callbacks.model_checkpoint.every_n_train_steps=1.5",
+            "callbacks.model_checkpoint.every_n_train_steps must be an integer or null, got 1.5",
+        ),
+        ("network.width=wide", "network.width must be an integer, got 'wide'"),
+        ("+trainer.max_step=3", "unknown key trainer.max_step; did you mean trainer.max_steps?"),
+        ("+optimizer.betas2=0.9", "unknown key optimizer.betas2; did you mean optimizer.betas?"),
+    ],
+)
+def test_bad_inputs_fail_before_the_trainer_is_built(tmp_path, monkeypatch, override, message):
+    """Paths, files and settings are checked first: a mistake costs seconds, not Lightning's
+    start-up and model summary (and from the command line, nothing is written: test_train_cli)."""
+
+    @functools.wraps(pl.Trainer.__init__)  # keeps the signature that settings are checked against
+    def refuse(*args, **kwargs):
+        raise AssertionError("the trainer was built")
+
+    monkeypatch.setattr(pl.Trainer, "__init__", refuse)
+    (tmp_path / "notes.txt").write_text("not a painting\n")
+    override, message = (s.replace("{tmp}", str(tmp_path)) for s in (override, message))
+    cfg = compose_train(tmp_path / "run", override)
+    with pytest.raises(StylenetError, match=re.escape(message)):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_progress_counts_steps_across_epochs_with_losses_and_time(
+    tmp_path, photo_folder, capsys, caplog
+):
+    """8 photos at batch 2: 4 steps an epoch. One bar counts all 6 steps; the run folder is
+    logged first, and the time for the whole run after the first steps."""
+    run = tmp_path / "run"
+    cfg = compose_train(
+        run,
+        f"data.root={photo_folder}",
+        "trainer.max_steps=6",
+        "trainer.enable_progress_bar=true",
+        "callbacks.time_estimate.after_steps=2",
+    )
+    with caplog.at_level(logging.INFO):
+        train(cfg)
+    bar = capsys.readouterr().out.replace("\r", "\n")
+    assert "step: 100%" in bar and "6/6 [" in bar and ("step/s" in bar or "s/step" in bar)
+    assert "total=" in bar and "style=" in bar and "train/" not in bar
+    assert "Epoch" not in bar
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("stylenet")]
+    assert ours[0] == f"run folder: {run}"
+    assert re.fullmatch(
+        r"6 steps at [0-9.]+ s/step: about \d+ s; set trainer.max_steps=N to change that",
+        next(m for m in ours if "s/step" in m),
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "chosen"),
+    [
+        ([], False),
+        (["style=wave", "trainer=cpu_bf16"], False),
+        (["trainer.max_steps=40000"], True),
+        (["experiment=cpu_fast"], True),  # a recipe sets its own step count
+    ],
+)
+def test_default_step_count_on_a_cpu_is_announced(tmp_path, monkeypatch, caplog, overrides, chosen):
+    HydraConfig().set_config(compose("train", overrides, return_hydra_config=True))
+    assert max_steps_chosen() is chosen
+
+    from stylenet.training import train as train_module
+
+    monkeypatch.setattr(train_module, "max_steps_chosen", lambda: chosen)
+    train(compose_train(tmp_path, "trainer.max_steps=0"))
+    said = [
+        r.getMessage() for r in caplog.records if "no trainer.max_steps given" in r.getMessage()
+    ]
+    assert len(said) == (not chosen)
+    assert all("this CPU run is set for 0 steps" in m for m in said)
