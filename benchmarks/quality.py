@@ -33,9 +33,9 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from stylenet.errors import StylenetError
-from stylenet.runtime.images import save_image
+from stylenet.runtime.images import find_images, save_image
 from stylenet.runtime.stylizer import Stylizer
-from stylenet.training.data import find_images, load_style_image
+from stylenet.training.data import load_style_image
 from stylenet.training.export import Clamped, load_checkpoint
 from stylenet.training.loss import PerceptualLoss
 from stylenet.training.optimize import gatys_steps, load_photo, to_rgb

@@ -1,12 +1,14 @@
 import shutil
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
-from helpers import PHOTO_DIR
+from helpers import PHOTO_DIR, messy_inputs
 from stylenet.errors import StylenetError
-from stylenet.training.data import PhotoDataModule, PhotoDataset, find_images, load_style_image
+from stylenet.runtime.images import find_images
+from stylenet.training.data import PhotoDataModule, PhotoDataset, load_scaled, load_style_image
 
 
 def _with_bad_files(folder):
@@ -22,7 +24,16 @@ def test_find_images_recurses_and_ignores_case(tmp_path):
     for name in ["a/x.JPG", "a/b/y.webp", "z.Png", "w.bmp", "v.jpeg", "notes.txt", "a/b/c.gif"]:
         (tmp_path / name).write_bytes(b"")
     names = [p.name for p in find_images(tmp_path)]
-    assert sorted(names) == ["v.jpeg", "w.bmp", "x.JPG", "y.webp", "z.Png"]
+    assert sorted(names) == ["c.gif", "v.jpeg", "w.bmp", "x.JPG", "y.webp", "z.Png"]
+    assert [p.name for p in find_images(tmp_path, recursive=False)] == ["v.jpeg", "w.bmp", "z.Png"]
+
+
+def test_training_photos_are_read_as_the_runtime_reads_them(tmp_path):
+    """EXIF orientation applied (a camera's portrait photo trains as a portrait), 16-bit scaled."""
+    files = messy_inputs(tmp_path)
+    assert load_scaled(files["rotated"], 40).size == (40, 60)  # stored 60x40, displayed 40x60
+    grey = np.asarray(load_scaled(files["gray16"], 32))
+    assert grey.min() < 10 and grey.max() > 245  # a ramp, not clipped to white
 
 
 def test_corrupt_images_are_skipped_once_each(photo_folder):

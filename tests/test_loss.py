@@ -7,7 +7,7 @@ import torchvision
 
 from helpers import PHOTO_DIR, STYLES, VGG_WEIGHTS
 from stylenet.errors import StylenetError
-from stylenet.training.data import load_image, load_style_image, to_tensor
+from stylenet.training.data import load_scaled, load_style_image, to_tensor
 from stylenet.training.loss import VGG16_LAYERS, PerceptualLoss, gram_matrix, relative_error
 
 STYLE_LAYERS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
@@ -15,7 +15,7 @@ STYLE_LAYERS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
 
 def _photo(i: int, size: int = 64) -> torch.Tensor:
     path = sorted((PHOTO_DIR / "val").glob("*.jpg"))[i]
-    image = load_image(path, size).crop((0, 0, size, size))
+    image = load_scaled(path, size).crop((0, 0, size, size))
     return to_tensor(image)[None]
 
 

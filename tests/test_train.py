@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 
 from helpers import PHOTO_DIR, STYLES, compose, compose_train
 from stylenet.errors import StylenetError
-from stylenet.training.data import PhotoDataset, find_images
+from stylenet.runtime.images import find_images
+from stylenet.training.data import PhotoDataset
 from stylenet.training.loss import PerceptualLoss
 from stylenet.training.module import StyleTransferModule
 from stylenet.training.network import TransformerNet

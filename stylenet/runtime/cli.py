@@ -22,8 +22,8 @@ from tqdm import tqdm
 from stylenet.errors import StylenetError
 from stylenet.runtime.images import (
     Pixels,
+    find_images,
     load_image,
-    readable_suffixes,
     save_image,
     saveable_format,
     to_image,
@@ -200,19 +200,15 @@ def find_inputs(
     scanned folder are left out, and without -o so are files named like this style's results
     ({stem}_{style}.{ext}).
     """
-    readable = readable_suffixes()
     output_root = output_dir.resolve() if output_dir is not None else None
     found: list[tuple[Path, Path]] = []
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            files = sorted(path.rglob("*") if recursive else path.iterdir())
             images = [
                 f
-                for f in files
-                if f.is_file()
-                and f.suffix.lower() in readable
-                and not _own_output(f, path, output_root, style)
+                for f in find_images(path, recursive)
+                if not _own_output(f, path, output_root, style)
             ]
             if not images:
                 hint = "" if recursive else " (--recursive for subfolders)"

@@ -19,7 +19,7 @@ from onnxruntime.quantization import (
 )
 
 from stylenet.errors import StylenetError
-from stylenet.runtime.images import load_image, readable_suffixes, write_atomically
+from stylenet.runtime.images import find_images, load_image, write_atomically
 from stylenet.runtime.stylizer import INPUT_NAME, Stylizer
 
 # Calibration photos are shrunk to this longer side: the ranges are those of normalised
@@ -44,8 +44,7 @@ def calibration_photos(folder: Path, count: int) -> list[np.ndarray]:
     """Up to `count` readable photos spread evenly over `folder` (searched recursively)."""
     if not folder.is_dir():
         raise StylenetError(f"calibration folder not found: {folder}")
-    readable = readable_suffixes()
-    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in readable)
+    files = find_images(folder)
     photos = []
     for index in np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int):
         try:

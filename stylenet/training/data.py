@@ -13,36 +13,21 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from stylenet.errors import StylenetError, check_number
+from stylenet.runtime.images import find_images, load_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 MIN_IMAGE_SIZE = 32  # below this VGG's four poolings leave (almost) nothing to compare
 
 
-def find_images(root: str | Path) -> list[Path]:
-    """All image files below `root`, recursively, in a stable order; extensions in any case."""
-    return sorted(
-        p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+def load_scaled(path: str | Path, size: int) -> Image.Image:
+    """A photo read as the runtime reads it (EXIF orientation, ICC profile, 16-bit: the pixels a
+    user's photo will have), its shorter side scaled to `size`."""
+    image = Image.fromarray(load_image(path, draft=size).rgb)
+    scale = size / min(image.size)
+    return image.resize(
+        (max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+        Image.Resampling.BICUBIC,
+        reducing_gap=3.0,
     )
-
-
-def load_image(path: str | Path, size: int | None = None) -> Image.Image:
-    """Decode an image as RGB, its shorter side scaled to `size` (kept as is when None).
-
-    JPEGs are decoded at reduced resolution when that still covers `size` (Pillow's draft mode):
-    a 640x480 COCO photo for a 256 crop decodes ~4x faster.
-    """
-    with Image.open(path) as image:
-        if size is not None:
-            image.draft("RGB", (size, size))
-        image = image.convert("RGB")
-    if size is not None:
-        scale = size / min(image.size)
-        image = image.resize(
-            (max(size, round(image.width * scale)), max(size, round(image.height * scale))),
-            Image.Resampling.BICUBIC,
-            reducing_gap=3.0,
-        )
-    return image
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -77,7 +62,7 @@ class PhotoDataset(Dataset):
             if self.bad[i]:
                 continue
             try:
-                image = load_image(self.files[i], self.image_size)
+                image = load_scaled(self.files[i], self.image_size)
             except Exception as e:
                 self.bad[i] = True
                 warnings.warn(f"skipping unreadable image {self.files[i]}: {e}", stacklevel=1)
@@ -150,7 +135,7 @@ class PhotoDataModule(pl.LightningDataModule):
         files = find_images(folder)
         if not files:
             raise StylenetError(
-                f"{key} {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                f"{key} {folder} has no images (none of the files has an image's extension)"
             )
         return files
 
@@ -191,10 +176,9 @@ def load_style_image(path: str | Path, size: int) -> torch.Tensor:
         raise StylenetError(f"style.image not found: {path}")
     check_number("style.size", size, MIN_IMAGE_SIZE, integer=True)
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-    except Exception as e:
-        raise StylenetError(f"cannot read style.image {path}: {e}") from e
+        image = Image.fromarray(load_image(path).rgb)
+    except StylenetError as e:
+        raise StylenetError(f"cannot read style.image {path}: {e}") from None
     scale = size / max(image.size)
     image = image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
