@@ -3,10 +3,10 @@
 Both losses are *relative* errors, so that they do not depend on the scale of the VGG activations
 (which differs by orders of magnitude between VGG16 weight files) nor on the layer:
 - style: for each style layer, ||G(output) - G(style)||^2 / ||G(style)||^2, with G the Gram matrix;
-  averaged over the layers. 1.0 means "as far from the style as a blank image".
+  their weighted mean over the layers. 1.0 means "as far from the style as a blank image".
 - content: ||phi(output) - phi(photo)||^2 / ||phi(photo)||^2 at the content layers, averaged.
-So a style weight of 3 with a content weight of 1 means "a 1% drop of style error is worth a 3%
-drop of content error", whichever weights file is used.
+So a style weight of 10 with a content weight of 1 means "a drop of 0.01 in style error is worth a
+rise of 0.1 in content error", whichever weights file is used.
 """
 
 import os
@@ -183,8 +183,8 @@ class PerceptualLoss(nn.Module):
             "relu3_3",
             "relu4_3",
         ),
-        content_layers: Sequence[str] = ("relu2_2",),
-        style_weight: float = 3.0,
+        content_layers: Sequence[str] = ("relu3_3",),
+        style_weight: float = 10.0,
         content_weight: float = 1.0,
         tv_weight: float = 0.0,
         vgg_weights: str | None = None,
