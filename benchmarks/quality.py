@@ -354,42 +354,54 @@ def report(args: argparse.Namespace) -> None:
         columns.append(model.name)
         if not gatys_photos or not model.network:
             continue
-        runs, per_step = [], []
-        model_at = f"{model.name} at {args.gatys_size} px"
-        for photo_path in gatys_photos:
-            photo = load_photo(photo_path, args.gatys_size)[0]
-            run, seconds = run_gatys(model, loss, scorer, photo, photo_path.name, steps)
-            runs.append(run)
-            per_step.append(seconds)
-            for label, image in run.images.items():
-                column = model_at if label == "model" else f"{label} ({model.name})"
-                sheet_rows[photo_path.name][column] = image
-        where = f"{len(gatys_photos)} x max {args.gatys_size} px"
-        model_ms = statistics.mean(r.model.seconds for r in runs) * 1000
-        print(
-            mean_row("model, 1 forward pass", where, [r.model for r in runs], f"{model_ms:.0f} ms")
-        )
-        step_time = statistics.mean(per_step)
-        for step in steps:
-            print(
-                mean_row(
-                    f"Gatys L-BFGS, {step} steps" if step else "the photo as it is (0 steps)",
-                    where,
-                    [r.gatys[step] for r in runs],
-                    f"{step * step_time:.3g} s",
-                )
-            )
-        columns += [model_at] + [f"Gatys {step} ({model.name})" for step in steps if step]
-        reached = ", ".join(
-            f"{p.name}: {r.reached if r.reached is not None else f'> {max(steps)}'}"
-            for p, r in zip(gatys_photos, runs, strict=True)
-        )
-        print(f"\nGatys steps to reach the model's total loss: {reached}")
-        print(f"Gatys: {step_time:.2f} s per L-BFGS step at {args.gatys_size} px\n")
+        columns += gatys_report(model, judge, gatys_photos, steps, args.gatys_size, sheet_rows)
     if args.grid:
         rows = [(name, cells) for name, cells in sheet_rows.items()]
         save_image(contact_sheet(rows, columns), args.grid, overwrite=True)
         print(f"contact sheet: {args.grid}")
+
+
+def gatys_report(
+    model: Model,
+    judge: Judge,
+    photos: list[Path],
+    steps: list[int],
+    size: int,
+    sheet_rows: dict[str, dict[str, np.ndarray]],
+) -> list[str]:
+    """Gatys against the model on `photos` at `size` px: print the rows, add the images to
+    `sheet_rows`; returns the contact sheet's new columns."""
+    loss, scorer = judge.loss, judge.scorer
+    runs, per_step = [], []
+    model_at = f"{model.name} at {size} px"
+    for photo_path in photos:
+        photo = load_photo(photo_path, size)[0]
+        run, seconds = run_gatys(model, loss, scorer, photo, photo_path.name, steps)
+        runs.append(run)
+        per_step.append(seconds)
+        for label, image in run.images.items():
+            column = model_at if label == "model" else f"{label} ({model.name})"
+            sheet_rows[photo_path.name][column] = image
+    where = f"{len(photos)} x max {size} px"
+    model_ms = statistics.mean(r.model.seconds for r in runs) * 1000
+    print(mean_row("model, 1 forward pass", where, [r.model for r in runs], f"{model_ms:.0f} ms"))
+    step_time = statistics.mean(per_step)
+    for step in steps:
+        print(
+            mean_row(
+                f"Gatys L-BFGS, {step} steps" if step else "the photo as it is (0 steps)",
+                where,
+                [r.gatys[step] for r in runs],
+                f"{step * step_time:.3g} s",
+            )
+        )
+    reached = ", ".join(
+        f"{p.name}: {r.reached if r.reached is not None else f'> {max(steps)}'}"
+        for p, r in zip(photos, runs, strict=True)
+    )
+    print(f"\nGatys steps to reach the model's total loss: {reached}")
+    print(f"Gatys: {step_time:.2f} s per L-BFGS step at {size} px\n")
+    return [model_at] + [f"Gatys {step} ({model.name})" for step in steps if step]
 
 
 if __name__ == "__main__":

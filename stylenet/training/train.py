@@ -30,7 +30,6 @@ def train(cfg: DictConfig) -> None:
     """One instantiate per config group, then Lightning does the rest."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
-    from pytorch_lightning.accelerators import CPUAccelerator
     from pytorch_lightning.callbacks import ProgressBar
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -56,6 +55,20 @@ def train(cfg: DictConfig) -> None:
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=[instantiate(c) for c in cfg.logger.values()]
     )
+    check_hardware(cfg, trainer)
+    with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if skipped := datamodule.num_skipped():
+        log.warning("skipped %d unreadable image(s); see the warnings above", skipped)
+    log.info("run folder: %s", cfg.paths.output_dir)
+
+
+def check_hardware(cfg: DictConfig, trainer: Any) -> None:
+    """Refuse or warn about what this trainer on this machine would do badly: compiled bf16 on a
+    CPU (NaNs), bf16 emulated without bf16 units (~40x slower), a CPU run on the default step
+    count (sized for a GPU: a day or more)."""
+    from pytorch_lightning.accelerators import CPUAccelerator
+
     if bf16_on_cpu(trainer):
         if cfg.compile:  # measured with torch 2.14: the loss was NaN from the second step on
             raise StylenetError(
@@ -75,11 +88,6 @@ def train(cfg: DictConfig) -> None:
             "first steps)",
             trainer.max_steps,
         )
-    with logging_redirect_tqdm():  # log lines above the progress bar, not through it
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    if skipped := datamodule.num_skipped():
-        log.warning("skipped %d unreadable image(s); see the warnings above", skipped)
-    log.info("run folder: %s", cfg.paths.output_dir)
 
 
 def check_inputs(cfg: DictConfig) -> tuple["PhotoDataModule", "PerceptualLoss"]:
