@@ -17,7 +17,7 @@ from stylenet.training.data import PhotoDataset
 from stylenet.training.loss import PerceptualLoss
 from stylenet.training.module import StyleTransferModule
 from stylenet.training.network import TransformerNet
-from stylenet.training.train import max_steps_chosen, train
+from stylenet.training.train import initial_network, max_steps_chosen, train
 
 
 def _network_from(checkpoint_path) -> TransformerNet:
@@ -127,6 +127,25 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, pho
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+def test_init_from_starts_from_another_runs_weights(tmp_path, photo_folder):
+    """A warm start: the other run's network weights, this run's own steps and optimizer."""
+    data = f"data.root={photo_folder}"
+    train(compose_train(tmp_path / "mosaic", data, "trainer.max_steps=4"))
+    source = tmp_path / "mosaic" / "checkpoints" / "last.ckpt"
+    cfg_args = [data, "style=wave", f"init_from={source}"]
+    cfg = compose_train(tmp_path / "wave", *cfg_args)
+    network = initial_network(cfg)
+    weights = torch.load(source, weights_only=False)["state_dict"]
+    for key, value in network.state_dict().items():
+        torch.testing.assert_close(value, weights[f"network.{key}"], rtol=0, atol=0, msg=key)
+    train(compose_train(tmp_path / "wave", *cfg_args, "trainer.max_steps=2"))
+    last = torch.load(tmp_path / "wave" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 2  # its own count: a resume of the 4-step run would do nothing
+    wider = compose_train(tmp_path / "wide", data, "network.width=16", f"init_from={source}")
+    with pytest.raises(StylenetError, match="another network shape"):
+        initial_network(wider)
 
 
 def test_checkpoint_holds_the_network_and_config_only(tmp_path, photo_folder):

@@ -41,7 +41,7 @@ def train(cfg: DictConfig) -> None:
     datamodule, loss = check_inputs(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = StyleTransferModule(
-        network=instantiate(cfg.network),
+        network=initial_network(cfg),
         loss=loss,
         optimizer=instantiate(cfg.optimizer),
         style_image=cfg.style.image,
@@ -101,8 +101,9 @@ def check_inputs(cfg: DictConfig) -> tuple["PhotoDataModule", "PerceptualLoss"]:
     from stylenet.training.data import load_style_image
 
     check_settings(cfg)
-    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise StylenetError(f"ckpt_path not found: {cfg.ckpt_path}")
+    for key in ("ckpt_path", "init_from"):
+        if cfg[key] and not Path(cfg[key]).is_file():
+            raise StylenetError(f"{key} not found: {cfg[key]}")
     load_style_image(cfg.style.image, cfg.style.size)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
@@ -123,6 +124,26 @@ class CheckInputs(Callback):
             if (message := user_error(e)) is None:
                 raise  # a bug: Hydra warns, and train() meets it again with its traceback
             sys.exit(f"error: {message}")
+
+
+def initial_network(cfg: DictConfig) -> Any:
+    """The network to train: cfg.network, with the weights of another run's checkpoint when
+    `init_from` names one (warm start: a painting learned from another painting's network, whose
+    photo-reconstruction part carries over)."""
+    from hydra.utils import instantiate
+
+    from stylenet.training.export import load_checkpoint
+
+    network = instantiate(cfg.network)
+    if cfg.init_from:
+        try:
+            network.load_state_dict(load_checkpoint(cfg.init_from).network.state_dict())
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise StylenetError(
+                f"init_from {cfg.init_from}: another network shape ({first})"
+            ) from None
+    return network
 
 
 def max_steps_chosen() -> bool:
