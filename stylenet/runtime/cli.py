@@ -1,6 +1,6 @@
 """The `stylenet` command: stylize photos with a bundled style or your own exported model
 (`stylize`), list the bundled styles (`styles`), describe a model (`info`), make an int8 copy of
-one (`quantize`).
+one (`quantize`), serve a web page and HTTP API (`serve`, with the [serve] extra).
 
 Torch-free: it runs on the base install (onnxruntime, numpy, pillow, tqdm, click). A bad input
 file costs one line naming it and the reason; the other inputs are still processed, and the exit
@@ -9,11 +9,14 @@ status says whether everything succeeded.
 
 import contextlib
 import glob
+import importlib.util
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import click
@@ -33,6 +36,8 @@ from stylenet.runtime.stylizer import Stylizer
 from stylenet.runtime.tiling import AUTO_TILE_PIXELS, TILE
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+# What `stylenet serve` imports (the [serve] extra); the base install has none of them.
+_SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart")
 
 
 @click.group()
@@ -400,6 +405,108 @@ def quantize(model: Path, calibration: Path, output: Path, count: int, overwrite
     except StylenetError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"wrote {output}: int8, calibrated on {used} photos from {calibration}")
+
+
+@main.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 for every network interface (anyone who can reach this "
+    "machine can then use it).",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free."
+)
+@click.option(
+    "--models",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="A folder of your own exported .onnx models, served beside the bundled styles "
+    "(named after their files).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Photos stylized at the same time.",
+)
+@click.option(
+    "--queue",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Requests that may wait for a worker; beyond them the server answers 503 (busy).",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(min=0.001),
+    default=25.0,
+    show_default=True,
+    help="Largest upload, in MB.",
+)
+@click.option(
+    "--max-megapixels",
+    type=click.FloatRange(min=0.001),
+    default=50.0,
+    show_default=True,
+    help="Largest image, decoded (decompression bombs are refused before decoding).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds a client has to send its whole upload.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="onnxruntime threads per model (default: the cores shared out between the workers).",
+)
+def serve(
+    host: str,
+    port: int,
+    models: Path | None,
+    workers: int,
+    queue: int,
+    max_upload_mb: float,
+    max_megapixels: float,
+    timeout: float,
+    threads: int | None,
+) -> None:
+    """A web page and an HTTP API to stylize photos (needs pip install 'stylenet[serve]').
+
+    \b
+    stylenet serve                       # then open http://127.0.0.1:8000
+    curl -F image=@photo.jpg -F style=wave http://127.0.0.1:8000/api/stylize -o out.jpg
+    API documentation: http://127.0.0.1:8000/docs
+    """
+    missing = [name for name in _SERVE_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise click.ClickException(
+            f"stylenet serve needs {', '.join(missing)}: pip install 'stylenet[serve]'"
+        )
+    from stylenet.runtime.serve import Limits, Service, listen, run
+
+    limits = Limits(workers, queue, max_upload_mb, max_megapixels, timeout)
+    try:
+        service = Service.load(models, limits, threads, warn=partial(click.echo, err=True))
+        sock = listen(host, port)
+    except StylenetError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
+    names = ", ".join(service.stylizers)
+    click.echo(
+        f"stylenet serve: {len(service.stylizers)} styles ({names}), {workers} "
+        f"worker{'s' if workers > 1 else ''}, up to {queue} requests waiting"
+    )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"note: listening on {host}: anyone who can reach this machine can use it")
+    run(service, sock, click.echo)
 
 
 def _chunks(jobs: list[Job], size: int) -> Iterator[list[Job]]:
