@@ -19,8 +19,8 @@ from helpers import (
     run_export,
 )
 from stylenet.errors import StylenetError
+from stylenet.runtime import plain, tiling
 from stylenet.runtime import stylizer as runtime
-from stylenet.runtime import tiling
 from stylenet.runtime.images import Pixels, load_image, save_image, to_pixels
 from stylenet.runtime.stylizer import Stylizer
 
@@ -190,18 +190,34 @@ def test_when_images_are_tiled(model: Path, tmp_path: Path):
 
 
 def plain_graph(model: Path, path: Path) -> Path:
-    """`model` without the statistics interface: one input, one output."""
-    proto = onnx.load(model)
-    del proto.graph.input[1:]
-    del proto.graph.output[1:]
-    onnx.save(proto, path)
+    """`model`'s plain form (`stylenet.runtime.plain`): one input, one output."""
+    onnx.save(plain.plain_graph(onnx.load(model)), path)
     return path
 
 
 def test_plain_graphs_stylize_whole(model: Path, tmp_path: Path):
-    plain = Stylizer(plain_graph(model, tmp_path / "plain.onnx"))
+    whole = Stylizer(plain_graph(model, tmp_path / "plain.onnx"))
     photo = np.asarray(Image.open(PHOTOS[0]).convert("RGB"))
-    assert np.array_equal(plain.stylize(photo), Stylizer(model).stylize(photo))
+    assert [arg.name for arg in whole.session.get_inputs()] == ["image"]
+    assert np.array_equal(whole.stylize(photo), Stylizer(model).stylize(photo))
+
+
+def test_optional_inputs_are_fed_only_when_tiling(model: Path, monkeypatch):
+    """Whole images feed only `image`; tiles feed the statistics (`run`), measured pooled over
+    crops (`norm_stats`), as onnxruntime's optional inputs."""
+    stylizer = Stylizer(model, threads=1, tile=128)
+    fed = []
+    run = stylizer.session.run
+    monkeypatch.setattr(
+        stylizer.session, "run", lambda out, feeds: fed.append(sorted(feeds)) or run(out, feeds)
+    )
+    photo = np.asarray(Image.open(PHOTOS[0]).convert("RGB"))
+    stylizer.stylize(photo[:100, :120])
+    assert fed == [["image"]]
+    fed.clear()
+    stylizer.stylize(photo[:200, :150])  # in tiles
+    assert fed[0] == ["image", "pool_norm_stats"] and len(fed) > 2
+    assert all(feeds == ["given_norm_stats", "image", "use_given_norm_stats"] for feeds in fed[1:])
 
 
 def not_a_stylenet_model(path: Path) -> Path:
@@ -213,6 +229,14 @@ def not_a_stylenet_model(path: Path) -> Path:
     )
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
     onnx.save(model, path)
+    return path
+
+
+def with_required_input(model: Path, path: Path) -> Path:
+    """`model` with one more input that a caller must feed: not the stylenet convention."""
+    proto = onnx.load(model)
+    proto.graph.input.append(onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1]))
+    onnx.save(proto, path)
     return path
 
 
@@ -233,6 +257,7 @@ def test_unusable_models_are_one_line_errors(model: Path, tmp_path: Path):
         truncated: "not a usable ONNX model",
         ckpt: "PyTorch checkpoint, not an ONNX model",
         not_a_stylenet_model(tmp_path / "relu.onnx"): "not a stylenet model",
+        with_required_input(model, tmp_path / "required.onnx"): "not a stylenet model",
     }
     for path, message in cases.items():
         with pytest.raises(StylenetError, match=message) as error:

@@ -2,8 +2,10 @@
 
 The model convention (stylenet/training/export.py): one input "image", float32 NCHW RGB in [0, 1]
 of any batch, height and width; one output "stylized" of the same shape, already clamped to
-[0, 1]. Models with the statistics interface (every model export.py writes) can also run in tiles,
-in bounded memory (`stylenet.runtime.tiling`).
+[0, 1]. Models with the statistics interface (an output "norm_stats" and optional inputs, every
+model export.py writes unless plain) can also run in tiles, in bounded memory
+(`stylenet.runtime.tiling`). Plain forms (`stylenet.runtime.plain`) run whole images only, and
+those of a fixed size only images of that size.
 """
 
 import zipfile
@@ -56,6 +58,9 @@ class Stylizer:
         self.session = _open_session(self.path, providers, threads)
         has_stats = _check_convention(self.path, self.session)
         self.input_name = self.session.get_inputs()[0].name
+        dims = self.session.get_inputs()[0].shape
+        # A fixed-size plain form takes one image of its size: (height, width), else None.
+        self.fixed_size = tuple(dims[2:]) if all(isinstance(n, int) for n in dims) else None
         self.output_name = self.session.get_outputs()[0].name
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.style: str = self.metadata.get("style_name") or self.path.stem
@@ -116,8 +121,14 @@ class Stylizer:
             by_size.setdefault(rgb.shape, []).append(index)
         results: list[Image.Image | np.ndarray] = [np.empty(0)] * len(inputs)
         for shape, indices in by_size.items():
+            if self.fixed_size not in (None, shape[:2]):
+                height, width = self.fixed_size
+                raise StylenetError(
+                    f"{self.path} is a fixed-size plain form: it takes {width}x{height} px "
+                    f"images only, got {shape[1]}x{shape[0]}"
+                )
             tile = self.tile_for(*shape[:2])
-            step = 1 if tile else batch_size
+            step = 1 if tile or self.fixed_size else batch_size
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
                 if tile:
@@ -259,21 +270,28 @@ def _open_session(
 
 
 def _check_convention(path: Path, session: ort.InferenceSession) -> bool:
-    """Refuse ONNX models that are not one float NCHW RGB image in, one out; say whether the
-    model also has the statistics interface that tiling needs (a plain graph has not)."""
+    """Refuse ONNX models that are not one float NCHW RGB image in, one out (besides optional
+    inputs, which a caller may leave out); say whether the model also has the statistics
+    interface that tiling needs (a plain form has not)."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
 
     def is_rgb_image(arg: ort.NodeArg) -> bool:
         return arg.type == "tensor(float)" and len(arg.shape) == 4 and arg.shape[1] == 3
 
+    # Inputs of ONNX type optional(tensor) may be left out (export.optional_inputs).
+    optional = {arg.name for arg in inputs[1:] if arg.type.startswith("optional(")}
     extra_outputs = [arg.name for arg in outputs[1:]]
-    images = inputs + outputs[:1]
-    one_in_one_out = len(inputs) == 1 and len(images) == 2 and all(map(is_rgb_image, images))
-    if not one_in_one_out or extra_outputs not in ([], [STATS_NAME]):
+    images = inputs[:1] + outputs[:1]
+    one_in_one_out = len(images) == 2 and all(map(is_rgb_image, images))
+    if (
+        not one_in_one_out
+        or len(optional) < len(inputs) - 1
+        or extra_outputs not in ([], [STATS_NAME])
+    ):
         found = ", ".join(f"{a.name} {a.type} {a.shape}" for a in inputs)
         raise StylenetError(
             f"{path}: not a stylenet model: expected one float32 input of shape "
-            f"[batch, 3, height, width] and one such output, found inputs: {found}"
+            f"[batch, 3, height, width] (and optional ones) and one such output, found inputs: "
+            f"{found}"
         )
-    optional = {arg.name for arg in session.get_overridable_initializers()}
     return extra_outputs == [STATS_NAME] and optional >= set(OPTIONAL_INPUTS)

@@ -7,9 +7,14 @@ and output "stylized" are float32 NCHW RGB in [0, 1] with dynamic batch, height 
 For tiled inference the graph also outputs the statistics every instance norm normalised with
 ("norm_stats", [batch, K]), and has optional inputs: "given_norm_stats" ([1, K]) to normalise
 with where the boolean "use_given_norm_stats" is true (tiles), and the boolean "pool_norm_stats"
-to pool the statistics over the batch (crops of one image). The optional inputs are also
-initializers (zeros, false, false), which onnxruntime takes as defaults: feeding only "image"
-runs the plain network.
+to pool the statistics over the batch (crops of one image). They are of ONNX type
+optional(tensor), which a caller may leave out, and the graph holds their defaults (zeros, false,
+false): feeding only "image" runs the plain network (`optional_inputs`). The IR version written is
+the lowest the opset needs (8 for opset 18), which older runtimes load too.
+
+With `plain`, the file is the plain form instead (`stylenet.runtime.plain`): "image" in,
+"stylized" out, nothing else, for runtimes that cannot load the statistics interface (OpenCV);
+with a `size`, for one image of that size only, its shape arithmetic folded (what OpenCV 4 loads).
 """
 
 import copy
@@ -33,6 +38,7 @@ from torch import nn
 
 from stylenet.errors import StylenetError
 from stylenet.runtime.images import write_atomically
+from stylenet.runtime.plain import fixed_size, plain_graph
 from stylenet.runtime.stylizer import (
     GIVEN_STATS_NAME,
     INPUT_NAME,
@@ -169,10 +175,55 @@ def to_onnx(network: TransformerNet, opset: int) -> onnx.ModelProto:
     # The exporter's debugging notes (stack traces with local paths) are 60% of a small model.
     for node in model.graph.node:
         del node.metadata_props[:]
-    # An initializer with an input's name is that input's default: the statistics are optional.
-    for name, default in zip(OPTIONAL_INPUTS, defaults, strict=True):
-        model.graph.initializer.append(onnx.numpy_helper.from_array(default.numpy(), name))
+    named = zip(OPTIONAL_INPUTS, defaults, strict=True)
+    optional_inputs(model.graph, {name: default.numpy() for name, default in named})
+    # Optional types need IR 8, which opset 18 needs too; the exporter writes its own (10), which
+    # onnxruntime <= 1.17 refuses.
+    model.ir_version = onnx.helper.find_min_ir_version_for(model.opset_import)
     return model
+
+
+def optional_inputs(graph: onnx.GraphProto, defaults: dict[str, np.ndarray]) -> None:
+    """Make the named graph inputs optional, with their `defaults` inside the graph.
+
+    Each becomes an input of ONNX type optional(tensor), which a caller may leave out, and the
+    graph starts with OptionalHasElement(x) and If(x given: OptionalGetElement(x), else: the
+    default), whose output the graph reads instead of x. Initializers named like inputs would be
+    defaults too, but onnxruntime warns about each in every session and OpenCV refuses them.
+    """
+    switches = []
+    for value in graph.input:
+        if value.name in defaults:
+            switches += _optional(graph, value, defaults[value.name])
+    nodes = [*switches, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _optional(
+    graph: onnx.GraphProto, value: onnx.ValueInfoProto, default: np.ndarray
+) -> list[onnx.NodeProto]:
+    """Make input `value` optional; returns the nodes that choose it or `default`."""
+    name, tensor = value.name, onnx.TypeProto(tensor_type=value.type.tensor_type)
+    value.type.CopyFrom(onnx.helper.make_optional_type_proto(tensor))
+    given, chosen = f"{name}_given", f"{name}_or_default"
+    for node in graph.node:
+        node.input[:] = [chosen if x == name else x for x in node.input]
+    constant = onnx.numpy_helper.from_array(default)
+    branches = {
+        "then_branch": onnx.helper.make_node("OptionalGetElement", [name], [f"{name}_value"]),
+        "else_branch": onnx.helper.make_node("Constant", [], [f"{name}_default"], value=constant),
+    }
+    graphs = {
+        key: onnx.helper.make_graph(
+            [node], f"{name}_{key}", [], [onnx.helper.make_value_info(node.output[0], tensor)]
+        )
+        for key, node in branches.items()
+    }
+    return [
+        onnx.helper.make_node("OptionalHasElement", [name], [given]),
+        onnx.helper.make_node("If", [given], [chosen], **graphs),
+    ]
 
 
 def max_difference(
@@ -180,27 +231,25 @@ def max_difference(
 ) -> float:
     """Largest |PyTorch - onnxruntime| over random inputs of the given (batch, height, width).
 
-    Each size runs three ways: plain; as a tile, with the statistics of another image that each
-    framework measured itself (so that wrong statistics show as wrong pixels); and pooled.
+    Each size runs plain and, unless `model` is a plain form (no statistics interface), two more
+    ways: as a tile, with the statistics of another image that each framework measured itself (so
+    that wrong statistics show as wrong pixels); and pooled.
     """
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # not the warning that the optional inputs stop constant folding
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     exported = Exported(network).eval()
     generator = torch.Generator().manual_seed(0)
     zeros, no, _ = plain_inputs(network)
-    other = torch.rand(1, 3, 48, 64, generator=generator)
-    with torch.no_grad():
-        torch_stats = exported(other, zeros, no, no)[1]
-    (ort_stats,) = session.run([STATS_NAME], {INPUT_NAME: other.numpy()})
-    yes = torch.tensor(True)
-    ways = (
-        ((zeros, no, no), {}),
-        ((torch_stats, yes, no), {GIVEN_STATS_NAME: ort_stats, USE_GIVEN_NAME: yes.numpy()}),
-        ((zeros, no, yes), {POOL_STATS_NAME: yes.numpy()}),
-    )
+    ways: list[tuple[tuple[torch.Tensor, ...], dict[str, np.ndarray]]] = [((zeros, no, no), {})]
+    if len(session.get_inputs()) > 1:
+        other = torch.rand(1, 3, 48, 64, generator=generator)
+        with torch.no_grad():
+            torch_stats = exported(other, zeros, no, no)[1]
+        (ort_stats,) = session.run([STATS_NAME], {INPUT_NAME: other.numpy()})
+        yes = torch.tensor(True)
+        ways += [
+            ((torch_stats, yes, no), {GIVEN_STATS_NAME: ort_stats, USE_GIVEN_NAME: yes.numpy()}),
+            ((zeros, no, yes), {POOL_STATS_NAME: yes.numpy()}),
+        ]
     worst = 0.0
     for batch, height, width in sizes:
         image = torch.rand(batch, 3, height, width, generator=generator)
@@ -289,13 +338,20 @@ def export_checkpoint(
     opset: int = 18,
     tolerance: float = 1e-3,
     sizes: Sequence[tuple[int, int, int]] = PARITY_SIZES,
+    plain: bool = False,
+    size: Sequence[int] | None = None,
 ) -> ExportReport:
     """Checkpoint -> ONNX file at `output`, written only if onnxruntime matches PyTorch.
 
     `tolerance` bounds the max absolute difference on [0, 1] pixels (1e-3 is a quarter of an
-    8-bit level); `sizes` are the (batch, height, width) checked, odd ones included.
+    8-bit level); `sizes` are the (batch, height, width) checked, odd ones included. `plain`
+    writes the plain form (`stylenet.runtime.plain`), checked again at `sizes`; with `size`
+    (height, width), for one image of that size, checked at that size.
     """
     output = Path(output)
+    fixed = fixed_size(size)
+    if fixed and not plain:
+        raise StylenetError("size= is for plain=true only: the full model takes any size")
     if output.exists() and not overwrite:
         raise StylenetError(f"{output} exists (overwrite=true to replace it)")
     checkpoint = load_checkpoint(ckpt)
@@ -304,6 +360,11 @@ def export_checkpoint(
     onnx.helper.set_model_props(model, props)
     onnx.checker.check_model(model)
     difference = max_difference(checkpoint.network, model, sizes)
+    if plain:
+        model = plain_graph(model, fixed)
+        props = {prop.key: prop.value for prop in model.metadata_props}
+        checked = [(1, *fixed)] if fixed else sizes
+        difference = max(difference, max_difference(checkpoint.network, model, checked))
     if not difference <= tolerance:  # also refuses NaN
         raise StylenetError(
             f"onnxruntime differs from PyTorch by {difference:.2e} > tolerance {tolerance:.2e}: "
@@ -345,12 +406,15 @@ def export_task(cfg: DictConfig) -> None:
         opset=cfg.opset,
         tolerance=cfg.tolerance,
         sizes=[tuple(size) for size in cfg.parity_sizes],
+        plain=cfg.plain,
+        size=cfg.size,
     )
     meta = report.metadata
     log.info(
-        "wrote %s: style %s, %s training steps, width %s, %s residual blocks; "
+        "wrote %s%s: style %s, %s training steps, width %s, %s residual blocks; "
         "max |onnxruntime - PyTorch| = %.1e",
         report.output,
+        " (plain form)" if cfg.plain else "",
         meta["style_name"],
         meta["training_steps"],
         meta["network_width"],
