@@ -272,3 +272,20 @@ def test_styles_lists_every_bundled_style_with_its_card(bundled):
     blocks = stdout.strip().split("\n\n")
     assert [block.splitlines()[0] for block in blocks] == [f"{DEFAULT_STYLE} (default)", "wave"]
     assert all(block.splitlines()[1].startswith("  Mosaic, unknown") for block in blocks)
+
+
+def test_export_plain_writes_the_deployment_graph(bundled, tmp_path: Path):
+    import onnxruntime as ort
+
+    out = tmp_path / "wave-plain.onnx"
+    code, stdout, _ = stylenet("export-plain", "wave", "-o", out, "--size", "64x48")
+    assert (
+        code == 0 and stdout.strip() == f"wrote {out}: the plain form of wave, 64x48 px images only"
+    )
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [arg.name for arg in session.get_inputs()] == ["image"]
+    assert session.get_inputs()[0].shape == [1, 3, 48, 64]
+    code, _, stderr = stylenet("export-plain", "wave", "-o", out)
+    assert code == 1 and "exists" in stderr and "\n" not in stderr.strip()
+    code, _, stderr = stylenet("export-plain", "wave", "-o", out, "--size", "64by48")
+    assert code == 2 and "expected WIDTHxHEIGHT" in stderr

@@ -407,6 +407,52 @@ def quantize(model: Path, calibration: Path, output: Path, count: int, overwrite
     click.echo(f"wrote {output}: int8, calibrated on {used} photos from {calibration}")
 
 
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """--size WIDTHxHEIGHT as (height, width), the order of plain_model's size."""
+    if value is None:
+        return None
+    width, sep, height = value.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) and int(height)):
+        raise click.BadParameter(f"expected WIDTHxHEIGHT in pixels, e.g. 512x512, got {value!r}")
+    return int(height), int(width)
+
+
+@main.command("export-plain")
+@click.argument("model")
+@click.option(
+    "--output", "-o", required=True, type=click.Path(path_type=Path), help="The plain model."
+)
+@click.option(
+    "--size",
+    callback=_size,
+    metavar="WIDTHxHEIGHT",
+    help="A graph for images of this size only, its shape arithmetic folded: what OpenCV 4 "
+    "(4.9 and later) loads. Default: any size (onnxruntime, OpenCV 5).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def export_plain(model: str, output: Path, size: tuple[int, int] | None, overwrite: bool) -> None:
+    """Write the plain form of MODEL (a bundled style's name or an .onnx file): only `image` in
+    and `stylized` out, without the tiling interface, for runtimes other than onnxruntime. It is
+    checked against MODEL in onnxruntime before it is written; it cannot be tiled.
+
+    Needs the onnx package (pip install 'stylenet[quantize]').
+    """
+    try:
+        from stylenet.runtime.plain import plain_model
+    except ModuleNotFoundError as e:
+        if e.name != "onnx":
+            raise
+        raise click.ClickException(
+            "stylenet export-plain needs the onnx package: pip install 'stylenet[quantize]'"
+        ) from None
+    try:
+        plain_model(model, output, size, overwrite)
+    except StylenetError as e:
+        raise click.ClickException(str(e)) from None
+    only = f", {size[1]}x{size[0]} px images only" if size else ""
+    click.echo(f"wrote {output}: the plain form of {model}{only}")
+
+
 @main.command()
 @click.option(
     "--host",

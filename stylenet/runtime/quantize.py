@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
@@ -73,8 +72,7 @@ def quantize_model(
     photos = calibration_photos(calibration, count)
     proto = onnx.load(model)
     convs = [node.name for node in proto.graph.node if node.op_type == "Conv"]
-    ort.set_default_logger_severity(3)  # its sessions warn about the optional inputs
-    # ... and it advises pre-processing, which fails on the dynamic padding and gained nothing.
+    # The quantizer advises pre-processing, which fails on the dynamic padding and gained nothing.
     logging.disable(logging.WARNING)
     try:
         with tempfile.TemporaryDirectory() as folder:
