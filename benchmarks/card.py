@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from benchmarks.quality import (
+from quality import (  # benchmarks/quality.py, beside this script
     DATA_DIR,
     Judge,
     Result,

@@ -22,6 +22,14 @@ LABEL = 18  # pixels above each column for its name
 GAP = 4  # white pixels between cells
 
 
+def landscape(photo: Image.Image) -> Image.Image:
+    """The photo's centre at 3:2, so that every row has the same width."""
+    height = min(photo.height, round(photo.width * 2 / 3))
+    width = round(height * 3 / 2)
+    left, top = (photo.width - width) // 2, (photo.height - height) // 2
+    return photo.crop((left, top, left + width, top + height))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "styles.jpg")
@@ -31,7 +39,7 @@ def main() -> None:
     data = shared_data_dir()
     rows = []
     for relative in PHOTOS:
-        photo = to_image(load_image(data / relative, max_size=1024).rgb)
+        photo = landscape(to_image(load_image(data / relative, max_size=1024).rgb))
         cells = [photo, *(stylizer.stylize(photo) for stylizer in styles.values())]
         width = round(photo.width * args.height / photo.height)
         rows.append([cell.resize((width, args.height), Image.Resampling.LANCZOS) for cell in cells])
