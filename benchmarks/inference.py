@@ -125,17 +125,20 @@ def quality_scorer(model: Path, count: int, size: int) -> Callable[[Path], str]:
     """Mean style error, content error and total loss on held-out photos, as table cells, of
     `model` or a copy of it (its int8 one): loss, style and photos are prepared once."""
     import quality  # benchmarks/quality.py, beside this script
-
     from stylenet.training.optimize import load_photo
 
-    judge = quality.Judge.of(quality.load_model(model), None, None)
-    photos = [
-        load_photo(p, size)[0] for p in quality.pick_photos(DATA_DIR / "photos" / "val", count)
-    ]
+    judge = quality.Judge.of(quality.load_model(model), None, 512, None)
+    photos = {
+        p.name: load_photo(p, size)[0]
+        for p in quality.pick_photos(DATA_DIR / "photos" / "val", count)
+    }
 
     def cells(variant: Path) -> str:
         loaded = quality.load_model(variant)
-        results = [quality.measure(loaded, judge.loss, judge.scorer, photo)[0] for photo in photos]
+        results = [
+            quality.measure(loaded, judge.loss, judge.scorer, photo, name)[0]
+            for name, photo in photos.items()
+        ]
         mean = quality.mean_result(results)
         return f"{mean.style:.3f} | {mean.content:.3f} | {mean.total:.3f}"
 

@@ -225,7 +225,7 @@ def test_compiled_bf16_on_a_cpu_is_refused_before_any_work(tmp_path):
     ("override", "message"),
     [
         ("data.root=/nonexistent", "data.root folder not found: /nonexistent"),
-        ("style.image={tmp}/notes.txt", "cannot read style.image {tmp}/notes.txt: cannot identify"),
+        ("style.image={tmp}/notes.txt", "cannot read style.image {tmp}/notes.txt: not an image"),
         ("data.val_root={tmp}", "data.val_root {tmp} has no images"),
         ("trainer.limit_val_batches=all", "trainer.limit_val_batches must be a number or null"),
         (

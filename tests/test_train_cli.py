@@ -184,6 +184,4 @@ def test_home_in_a_path_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "photos").mkdir()  # exists but empty: the error names the expanded folder
     result = run_train("data.root=~/photos", f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.stderr.strip() == f"error: data.root {tmp_path / 'photos'} has no images " + (
-        "(.bmp, .jpeg, .jpg, .png, .webp)"
-    )
+    assert result.stderr.strip() == f"error: data.root {tmp_path / 'photos'} has no images"

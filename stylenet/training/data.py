@@ -134,9 +134,7 @@ class PhotoDataModule(pl.LightningDataModule):
             raise StylenetError(f"{key} folder not found: {folder}")
         files = find_images(folder)
         if not files:
-            raise StylenetError(
-                f"{key} {folder} has no images (none of the files has an image's extension)"
-            )
+            raise StylenetError(f"{key} {folder} has no images")
         return files
 
     def _loader(self, dataset: PhotoDataset, shuffle: bool) -> DataLoader:
