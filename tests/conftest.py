@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from helpers import PHOTO_DIR, VGG_WEIGHTS, exported_model
+from stylenet.runtime import styles
+from stylenet.runtime.styles import DEFAULT_STYLE
 
 # Every test that builds a PerceptualLoss uses the genuine ImageNet VGG16 (never random weights).
 assert VGG_WEIGHTS.is_file(), f"tests need the real VGG16 weights at {VGG_WEIGHTS}"
@@ -27,3 +29,14 @@ def photo_folder(tmp_path: Path) -> Path:
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small random-weight model exported by export.py, once per test session."""
     return exported_model(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def bundled(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The package's bundled styles replaced by two copies of the test model."""
+    folder = tmp_path / "bundled"
+    folder.mkdir()
+    for name in (DEFAULT_STYLE, "wave"):
+        shutil.copy(model, folder / f"{name}.onnx")
+    monkeypatch.setattr(styles, "MODELS_DIR", folder)
+    return folder

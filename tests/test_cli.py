@@ -1,17 +1,14 @@
 """The `stylenet` command end to end: real photos, messy inputs, no overwrite, no torch."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from helpers import AMBER, PHOTOS, messy_inputs
-from stylenet.runtime import styles
 from stylenet.runtime.cli import main
 from stylenet.runtime.styles import DEFAULT_STYLE
 from stylenet.runtime.stylizer import Stylizer
@@ -212,17 +209,6 @@ def test_info_is_a_short_card_and_verbose_has_everything(model: Path):
     assert "style_name: mosaic" in stdout and "training_steps: 1234" in stdout
     assert '"num_res_blocks": 1' in stdout
     assert '"image": "mosaic.jpg"' in stdout  # no path of the training machine
-
-
-@pytest.fixture
-def bundled(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The package's bundled styles replaced by two copies of the test model."""
-    folder = tmp_path / "bundled"
-    folder.mkdir()
-    for name in (DEFAULT_STYLE, "wave"):
-        shutil.copy(model, folder / f"{name}.onnx")
-    monkeypatch.setattr(styles, "MODELS_DIR", folder)
-    return folder
 
 
 def test_default_style_writes_beside_the_photo_and_never_overwrites(bundled, tmp_path: Path):

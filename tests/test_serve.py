@@ -26,7 +26,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from helpers import PHOTOS, bomb_png
-from stylenet.runtime import styles
 from stylenet.runtime.cli import main
 from stylenet.runtime.images import load_image
 from stylenet.runtime.serve import Limits, Service, build_server, listen
@@ -55,17 +54,6 @@ BROWSER_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.fixture
-def bundled(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The package's bundled styles replaced by two copies of the test model."""
-    folder = tmp_path / "bundled"
-    folder.mkdir()
-    for name in (DEFAULT_STYLE, "wave"):
-        shutil.copy(model, folder / f"{name}.onnx")
-    monkeypatch.setattr(styles, "MODELS_DIR", folder)
-    return folder
 
 
 @pytest.fixture
