@@ -179,6 +179,20 @@ class Judge:
         return cls(loss, scorer, style_file, style_size, source)
 
 
+def unique_labels(paths: list[Path]) -> list[str]:
+    """Each path's shortest trailing part that no other path ends with: the models' headings and
+    contact-sheet columns (two runs' step_000500.ckpt must not share a column)."""
+    labels = []
+    for path in paths:
+        depth = 1
+        while depth < len(path.parts) and any(
+            other != path and other.parts[-depth:] == path.parts[-depth:] for other in paths
+        ):
+            depth += 1
+        labels.append(str(Path(*path.parts[-depth:])))
+    return labels
+
+
 def pick_photos(folder: Path, count: int) -> list[Path]:
     """`count` photos evenly spaced over the sorted folder: a fixed, varied subset."""
     files = find_images(folder)
@@ -331,8 +345,9 @@ def report(args: argparse.Namespace) -> None:
     print(f"CPU threads: {torch.get_num_threads()}; torch {torch.__version__}\n")
     sheet_rows = {name: {"photo": to_rgb(photo)} for name, photo in tensors.items()}
     columns = ["photo"]
-    for path in args.models:
+    for path, label in zip(args.models, unique_labels(args.models), strict=True):
         model = load_model(path)
+        model.name = label
         judge = Judge.of(model, args.style, args.style_size, args.vgg_weights)
         loss, scorer = judge.loss, judge.scorer
         print(

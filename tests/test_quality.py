@@ -2,6 +2,7 @@
 
 import math
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,3 +88,12 @@ def test_benchmark_end_to_end(tmp_path, monkeypatch, capsys):
     with Image.open(grid) as sheet:  # header + 2 photos; photo + 2 x (model at 2 sizes, 2 Gatys)
         assert sheet.height == 20 + 2 * benchmark.CELL
         assert sheet.width > 9 * benchmark.CELL
+
+
+def test_models_of_the_same_file_name_get_their_own_columns():
+    paths = [Path("/runs/a/checkpoints/last.ckpt"), Path("/runs/b/checkpoints/last.ckpt")]
+    assert benchmark.unique_labels([*paths, Path("/outputs/peer")]) == [
+        "a/checkpoints/last.ckpt",
+        "b/checkpoints/last.ckpt",
+        "peer",
+    ]
