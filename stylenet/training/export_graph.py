@@ -29,9 +29,9 @@ PHASES = torch.tensor(
      [[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]]
 )  # fmt: skip
 # Export computes the first layer on pixel blocks below this width, where its channels do not fill
-# onnxruntime's 16-wide AVX-512 channel blocks: 8 x 5 at 1080x1080 on the 2-core Xeon took 10%
-# less time. At full width the blocks' extra (zero) taps made the network 5-10% slower. On AVX2
-# (8-wide blocks) width 8 fills the blocks already: not measured there.
+# onnxruntime's 16-wide AVX-512 channel blocks, so blocking fills them (8 x 5 at 1080x1080: ~10%
+# less time); at full width the blocks' extra (zero) taps cost more than they save (5-10% slower).
+# On AVX2 (8-wide blocks) width 8 fills the blocks already.
 BLOCKED_INPUT_BELOW_WIDTH = 16
 
 
