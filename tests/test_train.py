@@ -1,6 +1,7 @@
 """Training runs through the real configs/train.yaml, shrunk to CPU size, in tmp_path."""
 
 import functools
+import json
 import logging
 import re
 
@@ -14,6 +15,7 @@ from helpers import PHOTO_DIR, STYLES, compose, compose_train
 from stylenet.errors import StylenetError
 from stylenet.runtime.images import find_images
 from stylenet.training.data import PhotoDataset
+from stylenet.training.export import load_checkpoint, metadata
 from stylenet.training.loss import PerceptualLoss
 from stylenet.training.module import StyleTransferModule
 from stylenet.training.network import TransformerNet
@@ -143,6 +145,16 @@ def test_init_from_starts_from_another_runs_weights(tmp_path, photo_folder):
     train(compose_train(tmp_path / "wave", *cfg_args, "trainer.max_steps=2"))
     last = torch.load(tmp_path / "wave" / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 2  # its own count: a resume of the 4-step run would do nothing
+    # The card tells the whole training: the run it started from, without this machine's paths.
+    config = last["hyper_parameters"]["config"]
+    mosaic = torch.load(source, weights_only=False)["hyper_parameters"]["config"]
+    assert config["command"].endswith("style=wave init_from=last.ckpt trainer.max_steps=2")
+    assert config["warm_start"]["command"] == mosaic["command"]
+    assert (config["warm_start"]["painting"], config["warm_start"]["steps"]) == ("Mosaic", 4)
+    card = metadata(load_checkpoint(tmp_path / "wave" / "checkpoints" / "last.ckpt"))
+    assert card["training_warm_start"].startswith("Mosaic, 4 steps, ")
+    assert card["training_warm_start"].endswith(mosaic["command"])
+    assert str(tmp_path) not in json.dumps(card)
     wider = compose_train(tmp_path / "wide", data, "network.width=16", f"init_from={source}")
     with pytest.raises(StylenetError, match="another network shape"):
         initial_network(wider)

@@ -51,6 +51,8 @@ def card(metadata: dict[str, str]) -> list[str]:
         )
     if "training_command" in metadata:
         lines.append(f"trained with: {get('training_command')}")
+    if "training_warm_start" in metadata:
+        lines.append(f"starting from: {get('training_warm_start')}")
     quality = json.loads(get("quality") or "null")
     if quality:
         for line in quality_lines(quality):

@@ -179,11 +179,39 @@ def run_config(cfg: DictConfig) -> dict:
     if not image.is_file():
         raise StylenetError(f"style.image not found: {image}")
     config["style"]["sha256"] = hashlib.sha256(image.read_bytes()).hexdigest()
-    # What reproduces the model: where the run folder was and what it resumed from do not.
+    # What reproduces the model: where the run folder was and what it resumed from do not, and
+    # files (photos, a warm start's checkpoint) go by their names: no path of this machine.
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    kept = [o for o in overrides if not o.startswith(("ckpt_path=", "hydra."))]
+    kept = [_portable(o) for o in overrides if not o.startswith(("ckpt_path=", "hydra."))]
+    if cfg.init_from:
+        config["warm_start"] = warm_start_record(cfg.init_from)
     config["command"] = " ".join(["python train.py", *kept])
     return config
+
+
+def _portable(override: str) -> str:
+    """A command-line override with an absolute path cut to its last part (export.portable)."""
+    from stylenet.training.export import portable
+
+    key, sep, value = override.partition("=")
+    return f"{key}={portable(value)}" if sep else override
+
+
+def warm_start_record(path: str) -> dict[str, Any]:
+    """What an `init_from` checkpoint is, for the model card: its painting, steps, training time
+    and command, and its own warm start, so a card tells the whole training a model had."""
+    from stylenet.training.export import load_checkpoint
+
+    parent = load_checkpoint(path)
+    style = parent.config.get("style") or {}
+    return {
+        "file": Path(path).name,
+        "painting": style.get("painting") or style.get("name") or "unknown",
+        "steps": parent.steps,
+        "seconds": parent.seconds,
+        "command": parent.config.get("command") or "unknown",
+        "warm_start": parent.config.get("warm_start"),
+    }
 
 
 main = hydra_app("train")(train)
