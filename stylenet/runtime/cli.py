@@ -125,7 +125,7 @@ class Tally:
     type=click.FloatRange(0.0, 1.0),
     default=None,
     help="Videos: 0 stylizes every frame on its own (the strokes shimmer); higher keeps the "
-    "strokes on the scene as it moves, 1 the most. Default: 0.9, what measured best "
+    "strokes on the scene as it moves, 1 the most. Default: 0.95, what measured best "
     "(docs/design.md).",
 )
 @click.option(
