@@ -38,6 +38,11 @@ from stylenet.runtime.tiling import AUTO_TILE_PIXELS, TILE
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # What `stylenet serve` imports (the [serve] extra); the base install has none of them.
 _SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart")
+# Files `stylize` treats as videos (stylenet.runtime.video, the [video] extra). Their results keep
+# the input's container where video.FORMATS can write it, else are MP4.
+VIDEO_OUTPUT_SUFFIXES = frozenset((".mp4", ".m4v", ".mov", ".mkv", ".webm"))
+VIDEO_SUFFIXES = VIDEO_OUTPUT_SUFFIXES | {".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".mts"}
+VIDEO_SUFFIXES |= {".m2ts", ".3gp", ".ogv"}
 
 
 @click.group()
@@ -112,9 +117,17 @@ class Tally:
     "--format",
     "fmt",
     default=None,
-    help="Output format by extension (jpg, png, webp, ...); default: the input's.",
+    help="Output format of images by extension (jpg, png, webp, ...); default: the input's.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (skipped otherwise).")
+@click.option(
+    "--stability",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Videos: 0 stylizes every frame on its own (the strokes shimmer); higher keeps the "
+    "strokes on the scene as it moves, 1 the most. Default: 0.95, what measured best "
+    "(docs/design.md).",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -154,17 +167,19 @@ def stylize(
     preserve_color: bool,
     fmt: str | None,
     overwrite: bool,
+    stability: float | None,
     batch_size: int,
     tile: int | None,
     threads: int | None,
     providers: tuple[str, ...],
 ) -> None:
-    """Stylize image files, folders and glob patterns (INPUTS).
+    """Stylize image and video files, folders and glob patterns (INPUTS).
 
     \b
     stylenet stylize photo.jpg                    # writes photo_starry_night.jpg beside it
     stylenet stylize photos/ --style wave -o out/
     stylenet stylize photo.jpg --model my.onnx
+    stylenet stylize clip.mp4 -o out/             # videos: pip install 'stylenet[video]'
     """
     if style is not None and model is not None:
         raise click.UsageError("give --style (a bundled style) or --model (a file), not both")
@@ -183,10 +198,16 @@ def stylize(
     name = _safe_name(stylizer.style)
     sources = find_inputs(inputs, recursive, output_dir, name, tally)
     jobs = plan(sources, output_dir, name, suffix, tally)
-    with tqdm(total=len(jobs), unit="image", disable=len(jobs) <= 1, file=sys.stderr) as bar:
-        for chunk in _chunks(jobs, batch_size):
+    images = [job for job in jobs if not is_video(job.source)]
+    with tqdm(total=len(images), unit="image", disable=len(images) <= 1, file=sys.stderr) as bar:
+        for chunk in _chunks(images, batch_size):
             run_chunk(stylizer, chunk, max_size, strength, preserve_color, overwrite, tally)
             bar.update(len(chunk))
+    for job in jobs:
+        if is_video(job.source):
+            run_video(
+                stylizer, job, stability, max_size, strength, preserve_color, overwrite, tally
+            )
     where = output_dir if output_dir is not None else "beside the inputs"
     click.echo(
         f"{tally.done} stylized, {tally.skipped} skipped, {len(tally.failed)} failed -> {where}"
@@ -210,15 +231,15 @@ def find_inputs(
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            images = [
+            files = [
                 f
-                for f in find_images(path, recursive)
+                for f in find_media(path, recursive)
                 if not _own_output(f, path, output_root, style)
             ]
-            if not images:
+            if not files:
                 hint = "" if recursive else " (--recursive for subfolders)"
-                tally.fail(path, f"no images in this folder{hint}")
-            found += [(f, f.parent.relative_to(path)) for f in images]
+                tally.fail(path, f"no images or videos in this folder{hint}")
+            found += [(f, f.parent.relative_to(path)) for f in files]
         elif not path.exists() and _GLOB_CHARS.search(arg):
             matches = sorted(Path(m) for m in glob.glob(arg, recursive=True) if Path(m).is_file())
             if not matches:
@@ -227,6 +248,19 @@ def find_inputs(
         else:
             found.append((path, Path()))
     return found
+
+
+def is_video(path: Path) -> bool:
+    """Whether `stylize` treats this file as a video, by its extension in any case."""
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def find_media(folder: Path, recursive: bool) -> list[Path]:
+    """The images and videos in `folder` (and its subfolders when `recursive`), in a stable
+    order."""
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    videos = [f for f in files if is_video(f) and f.is_file()]
+    return sorted(find_images(folder, recursive) + videos)
 
 
 def _own_output(file: Path, folder: Path, output_root: Path | None, style: str) -> bool:
@@ -249,7 +283,8 @@ def plan(
     tally: Tally,
 ) -> list[Job]:
     """Output path per input: {stem}_{style}{suffix} in -o (mirroring subfolders), else beside
-    the input; duplicates and name clashes dropped."""
+    the input; duplicates and name clashes dropped. Videos keep their container where it can be
+    written, else become MP4; --format is for images."""
     jobs: list[Job] = []
     seen: set[Path] = set()
     targets: dict[Path, Path] = {}
@@ -257,7 +292,10 @@ def plan(
         if source.resolve() in seen:
             continue
         seen.add(source.resolve())
-        ext = suffix or (source.suffix if saveable_format(source.suffix) else ".png")
+        if is_video(source):
+            ext = source.suffix if source.suffix.lower() in VIDEO_OUTPUT_SUFFIXES else ".mp4"
+        else:
+            ext = suffix or (source.suffix if saveable_format(source.suffix) else ".png")
         folder = source.parent if output_dir is None else output_dir / subfolder
         target = folder / f"{source.stem}_{style}{ext}"
         if target in targets:
@@ -317,6 +355,42 @@ def run_chunk(
             tally.fail(job.source, f"cannot write {job.target}: {e}")
             continue
         tally.done += 1
+
+
+def run_video(
+    stylizer: Stylizer,
+    job: Job,
+    stability: float | None,
+    max_size: int | None,
+    strength: float,
+    preserve_color: bool,
+    overwrite: bool,
+    tally: Tally,
+) -> None:
+    """Stylize one video (its own progress bar, in frames), one line per problem."""
+    if job.target.exists() and not overwrite:
+        tally.skipped += 1
+        tqdm.write(
+            f"skipped: {job.source}: {job.target} exists (--overwrite to replace it)",
+            file=sys.stderr,
+        )
+        return
+    try:
+        report = stylizer.stylize_video(
+            job.source, job.target, stability, max_size, strength, preserve_color, overwrite
+        )
+    except StylenetError as e:
+        tally.fail(job.source, str(e))
+        return
+    except OSError as e:
+        tally.fail(job.source, f"cannot write {job.target}: {e}")
+        return
+    except Exception as e:  # onnxruntime failures (e.g. out of memory) have no common base class
+        tally.fail(job.source, f"stylizing failed ({e}); --max-size may help")
+        return
+    for note in report.notes:
+        tqdm.write(f"note: {job.source}: {note}", file=sys.stderr)
+    tally.done += 1
 
 
 @main.command()

@@ -11,6 +11,7 @@ those of a fixed size only images of that size.
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -20,6 +21,9 @@ from stylenet.errors import StylenetError
 from stylenet.runtime.images import load_image, to_image, to_pixels
 from stylenet.runtime.styles import DEFAULT_STYLE, model_path
 from stylenet.runtime.tiling import AUTO_TILE_PIXELS, TILE, stats_crops, stylize_in_tiles
+
+if TYPE_CHECKING:
+    from stylenet.runtime.video import VideoReport
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "stylized"
@@ -141,6 +145,32 @@ class Stylizer:
                     alpha = inputs[i][1]
                     results[i] = rgb if isinstance(images[i], np.ndarray) else to_image(rgb, alpha)
         return results
+
+    def stylize_video(
+        self,
+        source: str | Path,
+        target: str | Path,
+        stability: float | None = None,
+        max_size: int | None = None,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> "VideoReport":
+        """Stylize the video file `source` into `target` with strokes that stay on the scene,
+        audio kept: `stylenet.runtime.video.stylize_video`, which needs the [video] extra (PyAV
+        and OpenCV), imported only here so that photos never need it."""
+        try:
+            from stylenet.runtime.video import stylize_video
+        except ModuleNotFoundError as e:
+            if e.name not in ("av", "cv2"):
+                raise
+            raise StylenetError(
+                "videos need the [video] extra: pip install 'stylenet[video]'"
+            ) from None
+        return stylize_video(
+            self, source, target, stability, max_size, strength, preserve_color, overwrite, progress
+        )
 
     def tile_for(self, height: int, width: int) -> int | None:
         """The tile side an image of this size is run in, None when it runs whole."""

@@ -1,0 +1,233 @@
+"""Stylizing a clip's frames with strokes that stay on the scene (needs OpenCV: the [video] extra).
+
+Stylized frame by frame, a clip shimmers: every stroke is repainted on every frame. Three things
+hold the strokes still, each measured in benchmarks/video.py (docs/design.md has the figures):
+
+- Statistics. Instance normalisation renormalises every frame with its own statistics; here they
+  are an exponential moving average over the clip (`Stylizer.norm_stats`, measured every
+  `STATS_EVERY` frames), so the palette and contrast drift with the scene instead of jumping.
+- The network's grid. It paints on a grid of `Stylizer.align` (4) pixels, so a pan by 3 pixels
+  repaints every stroke where a pan by 4 moves them. Each frame is shifted by the camera's
+  accumulated motion modulo the grid before it is stylized: a pan then keeps its strokes.
+- Optical flow. The previous result, warped into the current frame by DIS optical flow (OpenCV),
+  is blended in wherever the flow is consistent forwards and backwards; occluded and uncovered
+  pixels (where it is not) come from the fresh frame only, so moving objects leave no ghosts.
+  Averaging two unrelated textures washes the strokes out, so the blend's fine detail is scaled
+  back up to the fresh frame's local contrast (variance-preserving blending, as in Heitz and
+  Neyret 2018, "High-Performance By-Example Noise using a Histogram-Preserving Blending Operator").
+
+The idea of flow-guided blending with occlusion masks is Ruder, Dosovitskiy and Brox 2016,
+"Artistic style transfer for videos".
+"""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from stylenet.errors import StylenetError
+from stylenet.runtime.stylizer import Stylizer, _finish
+from stylenet.runtime.tiling import stylize_in_tiles
+
+# 0: every frame on its own; 1: the first frame's statistics and strokes carried as far as the
+# motion can be followed. 0.95 measured best (benchmarks/video.py): the lowest temporal error of
+# 0.5-0.95, 4% of per frame on a pan and 16% on a zoom with a moving object, and the only one
+# whose style error stayed within 5% of per frame.
+DEFAULT_STABILITY = 0.95
+# The statistics pass costs as much as stylizing a frame: measured every few frames only.
+STATS_EVERY = 4
+# Optical flow runs on frames shrunk to this longer side: 720p costs a sixth as much, and the
+# strokes are blended, not tracked to the pixel.
+FLOW_SIDE = 640
+# Variance-preserving blend: detail is what a Gaussian of this sigma (px) removes; its local
+# energy is compared over a Gaussian window of WINDOW px, and restored by at most MAX_GAIN.
+DETAIL_SIGMA = 3.0
+WINDOW = 16.0
+MAX_GAIN = 3.0
+
+
+@dataclass(frozen=True)
+class Temporal:
+    """How a clip's frames are held together (module docstring).
+
+    `stats_rate`: how far the statistics move towards each frame's, per frame (0: the first
+    frame's for the whole clip); None: every frame its own, as photos. `blend`: the weight of the
+    warped previous result on pixels the flow follows; 0: none. `align`: shift frames onto the
+    network's grid by the camera's motion.
+    """
+
+    stats_rate: float | None
+    blend: float
+    align: bool
+
+    @classmethod
+    def from_stability(cls, stability: float) -> "Temporal":
+        """`--stability`: 0 is every frame on its own; above, the statistics move by 1 - S a
+        frame and the previous result keeps a weight of S where the flow follows the motion."""
+        if not 0.0 <= stability <= 1.0:
+            raise ValueError(f"stability must be in [0, 1], got {stability}")
+        if stability == 0:
+            return cls(None, 0.0, False)
+        return cls(1.0 - stability, stability, True)
+
+    @property
+    def needs_flow(self) -> bool:
+        return self.blend > 0 or self.align
+
+
+class ClipStylizer:
+    """Stylizes one clip's frames, in order, keeping what holds the next frame to this one: the
+    moving statistics, the camera's accumulated motion, the previous frame and result.
+
+    `strength` and `preserve_color` are applied to each result as `Stylizer.stylize` does; what
+    is carried to the next frame is the network's own output.
+    """
+
+    def __init__(
+        self,
+        stylizer: Stylizer,
+        temporal: Temporal,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+    ):
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        if temporal.stats_rate is not None and stylizer.overlap is None:
+            raise StylenetError(
+                f"{stylizer.path}: no statistics interface (a plain form?): use --stability 0"
+            )
+        self.stylizer, self.temporal = stylizer, temporal
+        self.strength, self.preserve_color = strength, preserve_color
+        self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.index = 0
+        self.stats: np.ndarray | None = None
+        self.measured: np.ndarray | None = None
+        self.offset = np.zeros(2)  # how far the scene moved since the first frame, (y, x) px
+        self.previous: tuple[np.ndarray, np.ndarray] | None = None  # (small grey, result)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """The next uint8 HxWx3 frame of the clip, stylized, uint8 HxWx3."""
+        small = shrink_grey(rgb) if self.temporal.needs_flow else None
+        flow = tracked = None
+        if small is not None and self.previous is not None:
+            backward = self.flow.calc(small, self.previous[0], None)
+            forward = self.flow.calc(self.previous[0], small, None)
+            tracked = consistent(backward, forward)
+            flow, tracked = _to_size(backward, tracked, rgb.shape[:2])
+            # The camera's motion: the median flow, robust to things moving on their own.
+            self.offset -= np.median(flow[::4, ::4].reshape(-1, 2), axis=0)[::-1]
+        stylized = self._network(rgb, self._statistics(rgb))
+        if flow is not None and self.previous is not None and self.temporal.blend > 0:
+            warped = warp(self.previous[1], flow)
+            stylized = blend(stylized, warped, self.temporal.blend * tracked)
+        self.previous = None if small is None else (small, stylized)
+        self.index += 1
+        original = rgb[None].astype(np.float32) / 255
+        return _finish(original, stylized[None], self.strength, self.preserve_color)[0]
+
+    def _statistics(self, rgb: np.ndarray) -> np.ndarray | None:
+        """The statistics this frame is normalised with; None: its own."""
+        rate = self.temporal.stats_rate
+        tiled = self.stylizer.tile_for(*rgb.shape[:2]) is not None
+        if rate is None:
+            return self.stylizer.norm_stats(rgb) if tiled else None
+        if self.stats is None or (rate > 0 and self.index % STATS_EVERY == 0):
+            self.measured = self.stylizer.norm_stats(rgb)
+        if self.stats is None or self.measured is None:
+            self.stats = self.measured
+        else:
+            self.stats = self.stats + rate * (self.measured - self.stats)
+        return self.stats
+
+    def _network(self, rgb: np.ndarray, stats: np.ndarray | None) -> np.ndarray:
+        """The network's float HxWx3 output for a frame, shifted onto the grid when aligning."""
+        height, width = rgb.shape[:2]
+        grid = self.stylizer.align
+        top, left = 0, 0
+        if self.temporal.align and grid > 1:
+            top, left = (int(v) for v in np.round(-self.offset) % grid)
+            # Padding the top and left by what the scene moved modulo the grid puts it back on the
+            # first frame's grid; grid - 1 pixels in all: every frame has the same size.
+            pad = ((top, grid - 1 - top), (left, grid - 1 - left), (0, 0))
+            rgb = np.pad(rgb, pad, mode="reflect")
+        tile = self.stylizer.tile_for(*rgb.shape[:2])
+        if tile:
+            stylizer = self.stylizer
+
+            def run(window: np.ndarray) -> np.ndarray:
+                return _finish(window, stylizer.run(window, stats), 1.0, False)
+
+            out = stylize_in_tiles(rgb, tile, stylizer.overlap, grid, run)
+            out = out.astype(np.float32) / 255
+        else:
+            out = self.stylizer.run(rgb[None].astype(np.float32) / 255, stats)[0]
+        return out[top : top + height, left : left + width]
+
+
+def shrink_grey(rgb: np.ndarray, side: int = FLOW_SIDE) -> np.ndarray:
+    """The frame in grey, its longer side at most `side`: what the flow is computed on."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    scale = side / max(grey.shape)
+    if scale >= 1:
+        return grey
+    size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+
+
+def consistent(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """Where the backward flow (each pixel of a frame to where it was in the one before; HxWx2,
+    x then y, px) can be trusted: the forward flow brings the pixel back to where it started,
+    within the tolerance of Ruder et al. (2016, eq. 7 without the motion-boundary term), and it
+    came from inside the frame. Occluded and uncovered pixels are not. Bool HxW."""
+    returned = warp(forward, backward)
+    loop = backward + returned
+    trusted = (loop**2).sum(-1) <= 0.01 * ((backward**2).sum(-1) + (returned**2).sum(-1)) + 0.5
+    height, width = backward.shape[:2]
+    xs, ys = _grid(height, width)
+    to_x, to_y = xs + backward[..., 0], ys + backward[..., 1]
+    return trusted & (to_x >= 0) & (to_x <= width - 1) & (to_y >= 0) & (to_y <= height - 1)
+
+
+def _to_size(
+    flow: np.ndarray, trusted: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A flow and its trusted mask computed on a shrunk frame, at the full `size` (height,
+    width): vectors scaled, the mask float32 (1.0 trusted)."""
+    height, width = trusted.shape
+    full_height, full_width = size
+    if (full_height, full_width) != (height, width):
+        scale = np.array([full_width / width, full_height / height], np.float32)
+        flow = cv2.resize(flow, (full_width, full_height)) * scale
+        trusted = cv2.resize(trusted.astype(np.uint8), (full_width, full_height)) > 0
+    return flow, trusted.astype(np.float32)
+
+
+def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (x, y), float32 HxW each."""
+    return np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+
+
+def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """`image` sampled at each pixel plus `flow` (bicubic: repeated warps blur less than with
+    bilinear sampling; edges repeated)."""
+    xs, ys = _grid(*flow.shape[:2])
+    return cv2.remap(
+        image,
+        xs + flow[..., 0],
+        ys + flow[..., 1],
+        cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def blend(fresh: np.ndarray, warped: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """`fresh` and `warped` (float HxWx3) mixed by `weight` (HxW, that of `warped`), with the
+    fine detail scaled back to `fresh`'s local energy where mixing two textures lowered it."""
+    mixed = fresh + weight[..., None] * (warped - fresh)
+    base = cv2.GaussianBlur(mixed, (0, 0), DETAIL_SIGMA)
+    detail = mixed - base
+    fresh_detail = fresh - cv2.GaussianBlur(fresh, (0, 0), DETAIL_SIGMA)
+    energy = cv2.GaussianBlur((detail * detail).sum(-1), (0, 0), WINDOW)
+    target = cv2.GaussianBlur((fresh_detail * fresh_detail).sum(-1), (0, 0), WINDOW)
+    gain = np.clip(np.sqrt(target / np.maximum(energy, 1e-8)), 1.0, MAX_GAIN)
+    return np.clip(base + gain[..., None] * detail, 0.0, 1.0)
