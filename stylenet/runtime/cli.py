@@ -306,6 +306,17 @@ def plan(
     return jobs
 
 
+def kept_existing(job: Job, overwrite: bool, tally: Tally) -> bool:
+    """Whether `job`'s output exists and stays (no --overwrite): counted and said as skipped."""
+    if overwrite or not job.target.exists():
+        return False
+    tally.skipped += 1
+    tqdm.write(
+        f"skipped: {job.source}: {job.target} exists (--overwrite to replace it)", file=sys.stderr
+    )
+    return True
+
+
 def run_chunk(
     stylizer: Stylizer,
     jobs: list[Job],
@@ -318,12 +329,7 @@ def run_chunk(
     """Load, stylize (same-size images together) and save `jobs`, one line per problem."""
     loaded: list[tuple[Job, Pixels]] = []
     for job in jobs:
-        if job.target.exists() and not overwrite:
-            tally.skipped += 1
-            tqdm.write(
-                f"skipped: {job.source}: {job.target} exists (--overwrite to replace it)",
-                file=sys.stderr,
-            )
+        if kept_existing(job, overwrite, tally):
             continue
         try:
             pixels = load_image(job.source, max_size)
@@ -368,12 +374,7 @@ def run_video(
     tally: Tally,
 ) -> None:
     """Stylize one video (its own progress bar, in frames), one line per problem."""
-    if job.target.exists() and not overwrite:
-        tally.skipped += 1
-        tqdm.write(
-            f"skipped: {job.source}: {job.target} exists (--overwrite to replace it)",
-            file=sys.stderr,
-        )
+    if kept_existing(job, overwrite, tally):
         return
     try:
         report = stylizer.stylize_video(
