@@ -162,7 +162,8 @@ def cpu() -> str:
     return f"{name} ({', '.join(f for f in FLAGS if f in flags) or 'no AVX2'})"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line, with --width, --blocks and --stages paired up."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, nargs="+", default=[32, 8, 8, 8])
     parser.add_argument("--blocks", type=int, nargs="+", default=[5, 4, 3, 5])
@@ -177,15 +178,20 @@ def main() -> None:
     parser.add_argument("--case-size", help=argparse.SUPPRESS)
     parser.add_argument("--tile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.stages = args.stages or [2] * len(args.width)
+    if not len(args.width) == len(args.blocks) == len(args.stages):
+        parser.error("--width, --blocks and --stages pair up: give as many of each")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     if args.measure:
         width, height = map(int, args.case_size.split("x"))
         repeats = 1 if args.tile else args.repeats
         print(json.dumps(measure(args.measure, width, height, args.threads, repeats, args.tile)))
         return
-    stages = args.stages or [2] * len(args.width)
-    if not len(args.width) == len(args.blocks) == len(stages):
-        parser.error("--width, --blocks and --stages pair up: give as many of each")
-    shapes = list(zip(args.width, args.blocks, stages, strict=True))
+    shapes = list(zip(args.width, args.blocks, args.stages, strict=True))
     if args.trained:
         shapes = [trained_shape(model) for model in args.trained]
 
@@ -221,13 +227,16 @@ def main() -> None:
                 print(f"| {' | '.join(cells)} |", flush=True)
                 if i == 0:
                     tiled_rows.append((precision, run_case(model, tiled_size, args, tiled=True)))
-    print(
-        f"\nTiled (default tiles), {args.tiled} ({np.prod(tiled_size) / 1e6:.0f} MP), "
-        f"{label_of(shapes[0])}, one run:\n"
-    )
+    print_tiled(tiled_rows, args.tiled, label_of(shapes[0]))
+
+
+def print_tiled(rows: list[tuple[str, dict]], size: str, label: str) -> None:
+    """The tiled table: the first network at `size` (WxH), one run per precision."""
+    megapixels = np.prod([int(side) for side in size.split("x")]) / 1e6
+    print(f"\nTiled (default tiles), {size} ({megapixels:.0f} MP), {label}, one run:\n")
     print("| precision | s per image | peak MB |")
     print("|---|---:|---:|")
-    for precision, case in tiled_rows:
+    for precision, case in rows:
         print(f"| {precision} | {case['ms'] / 1000:.0f} | {case['rss_mb']:.0f} |")
 
 

@@ -59,7 +59,7 @@ class Variant:
 
 VARIANTS = {
     "a": Variant("(a) reference: eager, NCHW, full VGG on both"),
-    "b0": Variant("(b0) stylenet eager: fused upsampling, photo to relu2_2, VGG NHWC"),
+    "b0": Variant("(b0) stylenet eager: fused upsampling, photo to the content layer, VGG NHWC"),
     "b": Variant("(b) (b0) + freed memory kept (train.py)", keep_memory=True),
     "c": Variant("(c) (b) + compile=true (torch.compile)", keep_memory=True, compiled=True),
     "b_bf16": Variant("(b) + bf16 autocast (trainer=cpu_bf16)", keep_memory=True, bf16=True),
@@ -160,7 +160,7 @@ def make_setup(args: argparse.Namespace) -> Setup:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True  # as trainer=gpu runs (Lightning's default on CUDA)
-    loss = PerceptualLoss(style_weight=3.0)
+    loss = PerceptualLoss()
     loss.set_style(load_style_image(SHARED / "styles" / "mosaic.jpg", 512))
     data = PhotoDataModule(
         str(SHARED / "photos" / "train"), image_size=args.size, batch_size=args.batch, num_workers=0
@@ -214,7 +214,8 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def main() -> None:
+def parse_args() -> tuple[argparse.Namespace, list[str]]:
+    """The command line and the variants to time, (a) first among them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="training crop (256)")
     parser.add_argument("--batch", type=int, default=4, help="photos per step (4)")
@@ -232,44 +233,29 @@ def main() -> None:
     variants = (args.variants or DEFAULT_VARIANTS[torch.device(args.device).type]).split(",")
     if "a" not in variants or not set(variants) <= set(VARIANTS):
         parser.error(f"--variants: (a) and any of {', '.join(VARIANTS)}")
-    if args.variant:
-        warm_up, times = time_steps(variant_step(args.variant, make_setup(args)), args.steps)
-        print(json.dumps({"warm_up": warm_up, "times": times}))
-        return
+    return args, variants
 
-    setup = make_setup(args)
-    torch.backends.cudnn.allow_tf32 = False  # the comparison in true fp32 on GPUs too
-    with torch.no_grad():
-        a_value = setup.reference(setup.network.declared(setup.photos), setup.photos).item()
-        b_value = setup.loss(setup.network(setup.photos), setup.photos)["total"].item()
-    torch.backends.cudnn.allow_tf32 = True
-    assert abs(a_value - b_value) <= TOLERANCE * abs(a_value), (a_value, b_value)
+
+def flops_per_step(setup: Setup, variants: list[str]) -> dict[str, float]:
+    """GFLOP of one step of each variant: (a) and (b0) counted, the others do (b0)'s work."""
     flops = {}
-    for variant in ("a", "b0"):  # the others do (b0)'s work
+    for variant in ("a", "b0"):
         step = variant_step(variant, setup)
         with FlopCounterMode(display=False) as counter:
             step()
         flops[variant] = counter.get_total_flops() / 1e9
     flops.update({variant: flops["b0"] for variant in variants if variant != "a"})
+    return flops
 
-    where = torch.cuda.get_device_name() if setup.photos.is_cuda else f"{args.threads} threads"
-    print(
-        f"torch {torch.__version__}, {where}; network width {args.width}, {args.blocks} blocks, "
-        f"{args.stages} stages; batch {args.batch} at {args.size} px, fp32 unless said"
-    )
-    print(
-        f"loss on one batch: (a) {a_value:.6f}, (b) {b_value:.6f} (relative tolerance "
-        f"{TOLERANCE:g})"
-    )
-    times: dict[str, list[float]] = {variant: [] for variant in variants}
-    warm_ups: dict[str, list[float]] = {variant: [] for variant in variants}
-    for round_ in range(args.rounds):
-        for variant in variants:
-            result = run_variant(variant, args)
-            times[variant] += result["times"]
-            warm_ups[variant].append(result["warm_up"])
-            steps = " ".join(f"{t:.3g}" for t in result["times"])
-            print(f"round {round_ + 1}, {variant}: {steps} s", flush=True)  # partial runs count
+
+def print_results(
+    args: argparse.Namespace,
+    variants: list[str],
+    times: dict[str, list[float]],
+    warm_ups: dict[str, list[float]],
+    flops: dict[str, float],
+) -> None:
+    """The table of step times per variant, their ratios to (a), and compile times."""
     print(f"{args.rounds} rounds x {args.steps} steps per variant, each round in fresh processes")
     print("| step | GFLOP | min s | median s | images/s (median) | GFLOP/s (median) |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -290,6 +276,43 @@ def main() -> None:
         if VARIANTS[variant].compiled:
             seconds = warm_ups[variant][0] - medians[variant]
             print(f"compiling {variant} took {seconds:.0f} s in the first round (torch caches it)")
+
+
+def main() -> None:
+    args, variants = parse_args()
+    if args.variant:
+        warm_up, times = time_steps(variant_step(args.variant, make_setup(args)), args.steps)
+        print(json.dumps({"warm_up": warm_up, "times": times}))
+        return
+
+    setup = make_setup(args)
+    torch.backends.cudnn.allow_tf32 = False  # the comparison in true fp32 on GPUs too
+    with torch.no_grad():
+        a_value = setup.reference(setup.network.declared(setup.photos), setup.photos).item()
+        b_value = setup.loss(setup.network(setup.photos), setup.photos)["total"].item()
+    torch.backends.cudnn.allow_tf32 = True
+    assert abs(a_value - b_value) <= TOLERANCE * abs(a_value), (a_value, b_value)
+    flops = flops_per_step(setup, variants)
+
+    where = torch.cuda.get_device_name() if setup.photos.is_cuda else f"{args.threads} threads"
+    print(
+        f"torch {torch.__version__}, {where}; network width {args.width}, {args.blocks} blocks, "
+        f"{args.stages} stages; batch {args.batch} at {args.size} px, fp32 unless said"
+    )
+    print(
+        f"loss on one batch: (a) {a_value:.6f}, (b) {b_value:.6f} (relative tolerance "
+        f"{TOLERANCE:g})"
+    )
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
+    warm_ups: dict[str, list[float]] = {variant: [] for variant in variants}
+    for round_ in range(args.rounds):
+        for variant in variants:
+            result = run_variant(variant, args)
+            times[variant] += result["times"]
+            warm_ups[variant].append(result["warm_up"])
+            steps = " ".join(f"{t:.3g}" for t in result["times"])
+            print(f"round {round_ + 1}, {variant}: {steps} s", flush=True)  # partial runs count
+    print_results(args, variants, times, warm_ups, flops)
     rate = loader_images_per_second(args.size, args.batch, args.workers, batches=20)
     print(f"data loader alone: {rate:.0f} images/s ({args.workers} workers)")
 
