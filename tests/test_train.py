@@ -138,7 +138,7 @@ def test_init_from_starts_from_another_runs_weights(tmp_path, photo_folder):
     source = tmp_path / "mosaic" / "checkpoints" / "last.ckpt"
     cfg_args = [data, "style=wave", f"init_from={source}"]
     cfg = compose_train(tmp_path / "wave", *cfg_args)
-    network = initial_network(cfg)
+    network = initial_network(cfg, load_checkpoint(source))
     weights = torch.load(source, weights_only=False)["state_dict"]
     for key, value in network.state_dict().items():
         torch.testing.assert_close(value, weights[f"network.{key}"], rtol=0, atol=0, msg=key)
@@ -157,7 +157,7 @@ def test_init_from_starts_from_another_runs_weights(tmp_path, photo_folder):
     assert str(tmp_path) not in json.dumps(card)
     wider = compose_train(tmp_path / "wide", data, "network.width=16", f"init_from={source}")
     with pytest.raises(StylenetError, match="another network shape"):
-        initial_network(wider)
+        initial_network(wider, load_checkpoint(source))
 
 
 def test_checkpoint_holds_the_network_and_config_only(tmp_path, photo_folder):

@@ -19,6 +19,7 @@ from stylenet.training.app import check_settings, hydra_app, user_error
 
 if TYPE_CHECKING:
     from stylenet.training.data import PhotoDataModule
+    from stylenet.training.export import Checkpoint
     from stylenet.training.loss import PerceptualLoss
 
 log = logging.getLogger(__name__)
@@ -34,20 +35,22 @@ def train(cfg: DictConfig) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from stylenet.training.allocator import keep_freed_memory
+    from stylenet.training.export import load_checkpoint
     from stylenet.training.module import StyleTransferModule
 
     keep_freed_memory()  # ~25% of a CPU step went to page faults; see allocator.py
     log.info("run folder: %s", cfg.paths.output_dir)
     datamodule, loss = check_inputs(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    parent = load_checkpoint(cfg.init_from) if cfg.init_from else None
     module = StyleTransferModule(
-        network=initial_network(cfg),
+        network=initial_network(cfg, parent),
         loss=loss,
         optimizer=instantiate(cfg.optimizer),
         style_image=cfg.style.image,
         style_size=cfg.style.size,
         compile_step=cfg.compile,
-        config=run_config(cfg),
+        config=run_config(cfg, parent),
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it won't show
@@ -126,18 +129,16 @@ class CheckInputs(Callback):
             sys.exit(f"error: {message}")
 
 
-def initial_network(cfg: DictConfig) -> Any:
-    """The network to train: cfg.network, with the weights of another run's checkpoint when
-    `init_from` names one (warm start: a painting learned from another painting's network, whose
+def initial_network(cfg: DictConfig, parent: "Checkpoint | None" = None) -> Any:
+    """The network to train: cfg.network, with the weights of `parent`, the checkpoint that
+    `init_from` names (warm start: a painting learned from another painting's network, whose
     photo-reconstruction part carries over)."""
     from hydra.utils import instantiate
 
-    from stylenet.training.export import load_checkpoint
-
     network = instantiate(cfg.network)
-    if cfg.init_from:
+    if parent is not None:
         try:
-            network.load_state_dict(load_checkpoint(cfg.init_from).network.state_dict())
+            network.load_state_dict(parent.network.state_dict())
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
             raise StylenetError(
@@ -170,10 +171,10 @@ def cpu_has_bf16_units() -> bool:
     return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
-def run_config(cfg: DictConfig) -> dict:
+def run_config(cfg: DictConfig, parent: "Checkpoint | None" = None) -> dict:
     """The resolved config that checkpoints carry, with the style image's checksum added so an
-    exported model names the exact painting even where the file is gone, and the command line
-    that made the run (for model cards)."""
+    exported model names the exact painting even where the file is gone, the command line that
+    made the run, and what `parent` (the `init_from` checkpoint) was (for model cards)."""
     config = OmegaConf.to_container(cfg, resolve=True)
     image = Path(cfg.style.image)
     if not image.is_file():
@@ -183,8 +184,8 @@ def run_config(cfg: DictConfig) -> dict:
     # files (photos, a warm start's checkpoint) go by their names: no path of this machine.
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     kept = [_portable(o) for o in overrides if not o.startswith(("ckpt_path=", "hydra."))]
-    if cfg.init_from:
-        config["warm_start"] = warm_start_record(cfg.init_from)
+    if parent is not None:
+        config["warm_start"] = warm_start_record(parent, cfg.init_from)
     config["command"] = " ".join(["python train.py", *kept])
     return config
 
@@ -197,12 +198,10 @@ def _portable(override: str) -> str:
     return f"{key}={portable(value)}" if sep else override
 
 
-def warm_start_record(path: str) -> dict[str, Any]:
-    """What an `init_from` checkpoint is, for the model card: its painting, steps, training time
-    and command, and its own warm start, so a card tells the whole training a model had."""
-    from stylenet.training.export import load_checkpoint
-
-    parent = load_checkpoint(path)
+def warm_start_record(parent: "Checkpoint", path: str) -> dict[str, Any]:
+    """What the `init_from` checkpoint at `path` is, for the model card: its painting, steps,
+    training time and command, and its own warm start, so a card tells the whole training a model
+    had."""
     style = parent.config.get("style") or {}
     return {
         "file": Path(path).name,
