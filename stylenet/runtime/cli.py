@@ -25,8 +25,9 @@ from tqdm import tqdm
 from stylenet.errors import StylenetError
 from stylenet.runtime.images import (
     Pixels,
-    find_images,
+    find_files,
     load_image,
+    readable_suffixes,
     save_image,
     saveable_format,
     to_image,
@@ -41,8 +42,9 @@ _SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart")
 # Files `stylize` treats as videos (stylenet.runtime.video, the [video] extra). Their results keep
 # the input's container where video.FORMATS can write it, else are MP4.
 VIDEO_OUTPUT_SUFFIXES = frozenset((".mp4", ".m4v", ".mov", ".mkv", ".webm"))
-VIDEO_SUFFIXES = VIDEO_OUTPUT_SUFFIXES | {".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".mts"}
-VIDEO_SUFFIXES |= {".m2ts", ".3gp", ".ogv"}
+VIDEO_SUFFIXES = VIDEO_OUTPUT_SUFFIXES | frozenset(
+    (".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".3gp", ".ogv")
+)
 
 
 @click.group()
@@ -258,9 +260,7 @@ def is_video(path: Path) -> bool:
 def find_media(folder: Path, recursive: bool) -> list[Path]:
     """The images and videos in `folder` (and its subfolders when `recursive`), in a stable
     order."""
-    files = folder.rglob("*") if recursive else folder.iterdir()
-    videos = [f for f in files if is_video(f) and f.is_file()]
-    return sorted(find_images(folder, recursive) + videos)
+    return find_files(folder, readable_suffixes() | VIDEO_SUFFIXES, recursive)
 
 
 def _own_output(file: Path, folder: Path, output_root: Path | None, style: str) -> bool:
@@ -467,19 +467,27 @@ def quantize(model: Path, calibration: Path, output: Path, count: int, overwrite
 
     Needs the onnx package (pip install 'stylenet[quantize]').
     """
-    try:
+    with needs_onnx("stylenet quantize"):
         from stylenet.runtime.quantize import quantize_model
-    except ModuleNotFoundError as e:
-        if e.name != "onnx":
-            raise
-        raise click.ClickException(
-            "stylenet quantize needs the onnx package: pip install 'stylenet[quantize]'"
-        ) from None
     try:
         used = quantize_model(model, calibration, output, count, overwrite)
     except StylenetError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"wrote {output}: int8, calibrated on {used} photos from {calibration}")
+
+
+@contextlib.contextmanager
+def needs_onnx(command: str) -> Iterator[None]:
+    """Around the imports of a command that needs the onnx package (the [quantize] extra, not in
+    the base install): without it, one line saying what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        if e.name != "onnx":
+            raise
+        raise click.ClickException(
+            f"{command} needs the onnx package: pip install 'stylenet[quantize]'"
+        ) from None
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
@@ -512,14 +520,8 @@ def export_plain(model: str, output: Path, size: tuple[int, int] | None, overwri
 
     Needs the onnx package (pip install 'stylenet[quantize]').
     """
-    try:
+    with needs_onnx("stylenet export-plain"):
         from stylenet.runtime.plain import plain_model
-    except ModuleNotFoundError as e:
-        if e.name != "onnx":
-            raise
-        raise click.ClickException(
-            "stylenet export-plain needs the onnx package: pip install 'stylenet[quantize]'"
-        ) from None
     try:
         plain_model(model, output, size, overwrite)
     except StylenetError as e:

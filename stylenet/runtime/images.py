@@ -9,7 +9,7 @@ a folder can report the file and go on with the next one.
 import os
 import secrets
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -146,9 +146,14 @@ def readable_suffixes() -> set[str]:
 def find_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     """The image files in `folder` (and its subfolders when `recursive`), by extension in any
     case, in a stable order."""
-    readable = readable_suffixes()
+    return find_files(folder, readable_suffixes(), recursive)
+
+
+def find_files(folder: str | Path, suffixes: Set[str], recursive: bool = True) -> list[Path]:
+    """The files in `folder` (and its subfolders when `recursive`) whose extension, in any case,
+    is one of `suffixes` (lower case, with the dot), in a stable order."""
     files = Path(folder).rglob("*") if recursive else Path(folder).iterdir()
-    return sorted(f for f in files if f.suffix.lower() in readable and f.is_file())
+    return sorted(f for f in files if f.suffix.lower() in suffixes and f.is_file())
 
 
 def saveable_format(suffix: str) -> str | None:
