@@ -1,6 +1,7 @@
 """Videos: clips in and out with their frames, rate and audio; strokes held still; bad files."""
 
 import os
+import struct
 from pathlib import Path
 
 import av
@@ -81,6 +82,37 @@ def test_max_size_and_the_python_api(stylizer: Stylizer, scene: np.ndarray, tmp_
     assert (report.frames, report.width, report.height) == (FRAMES, 40, 32)
     assert streams(tmp_path / "small.mkv")["size"] == (40, 32)
     assert streams(tmp_path / "small.mkv")["audio"] is None
+
+
+def turned_upright(path: Path) -> Path:
+    """`path` (an MP4) as a phone held upright writes it: the pixels stored landscape, the track
+    header's display matrix saying "turn 90 degrees clockwise". FFmpeg's muxer no longer takes
+    the old `rotate` tag, so the matrix is written into the `tkhd` box directly."""
+    data = bytearray(path.read_bytes())
+    matrix = data.index(b"tkhd") + 4 + 40  # after version/flags, times, ids, layer, volume
+    identity = struct.pack(">9i", 1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
+    assert data[matrix : matrix + 36] == identity
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_phone_clip_is_turned_as_players_show_it(tmp_path: Path):
+    frames = [np.full((64, 80, 3), 40, np.uint8) for _ in range(FRAMES)]
+    for frame in frames:
+        frame[:16] = 220  # a bright band along the stored frame's top
+    write_clip(tmp_path / "phone.mp4", frames, RATE)
+    source = turned_upright(tmp_path / "phone.mp4")
+    code, _, stderr = stylenet("stylize", source, "--strength", "0", "-o", tmp_path / "out")
+    assert code == 0, stderr
+    target = tmp_path / "out" / "phone_starry_night.mp4"
+    assert streams(target)["size"] == (64, 80)  # portrait
+    with av.open(str(target)) as container:
+        first = next(container.decode(video=0))
+    assert first.rotation == 0  # turned once, in the pixels, not again by the player
+    # Turned clockwise, the stored top is the shown right side.
+    columns = first.to_ndarray(format="rgb24").mean(axis=(0, 2))
+    assert columns[-12:].min() > 200 and columns[:40].max() < 60, columns
 
 
 def run_clip(stylizer: Stylizer, frames: list[np.ndarray], temporal: Temporal) -> list[np.ndarray]:
