@@ -297,19 +297,23 @@ def report(args: argparse.Namespace) -> None:
         # Every method sees the frames as decoded from the file the peer reads.
         write_clip(work / f"clip{index}.mp4", clip.frames)
         clip.frames = read_frames(work / f"clip{index}.mp4")
-    fps_frames = []
+    fps_clip = None
     if args.fps_frames:
         scene = load_image(sorted(PHOTOS.glob("*.jpg"))[0]).rgb
-        write_clip(work / "fps.mp4", pan(scene, FPS_SIZE, args.fps_frames).frames)
-        fps_frames = read_frames(work / "fps.mp4")
+        fps_clip = pan(scene, FPS_SIZE, args.fps_frames)
+        write_clip(work / "fps.mp4", fps_clip.frames)
+        fps_clip.frames = read_frames(work / "fps.mp4")
     print(
         f"{stylizer.path.name}; {len(inputs)} clips of {args.frames} frames at "
         f"{SIZE[1]}x{SIZE[0]}; style and content errors of every {SCORE_EVERY}th frame of both; "
         f"frames/s on {args.fps_frames} frames at {FPS_SIZE[1]}x{FPS_SIZE[0]}\n"
     )
     errors_header = " | ".join(f"temporal error, {name}" for name in inputs)
-    print(f"| method | {errors_header} | style error | content error | frames/s at 720p |")
-    print("|---|" + "---:|" * (len(inputs) + 3))
+    print(
+        f"| method | {errors_header} | style error | content error | frames/s at 720p "
+        "| temporal error, 720p pan |"
+    )
+    print("|---|" + "---:|" * (len(inputs) + 4))
     outputs: dict[str, dict[str, list[np.ndarray]]] = {}
     for method in methods(args, stylizer):
         errors, scores = [], []
@@ -321,9 +325,15 @@ def report(args: argparse.Namespace) -> None:
                 scores.append(judge.scorer(to_tensor(out), to_tensor(frame)))
         style = statistics.mean(float(s["style"]) for s in scores)
         content = statistics.mean(float(s["content"]) for s in scores)
-        fps = f"{method.run(fps_frames, work / 'fps.mp4')[1]:.2f}" if fps_frames else "-"
+        fps = fps_error = "-"
+        if fps_clip is not None:
+            result, rate = method.run(fps_clip.frames, work / "fps.mp4")
+            fps, fps_error = f"{rate:.2f}", f"{temporal_error(fps_clip, result):.2f}"
         cells = " | ".join(f"{e:.2f}" for e in errors)
-        print(f"| {method.name} | {cells} | {style:.3f} | {content:.3f} | {fps} |", flush=True)
+        print(
+            f"| {method.name} | {cells} | {style:.3f} | {content:.3f} | {fps} | {fps_error} |",
+            flush=True,
+        )
     if args.pictures:
         name = list(inputs)[-1]
         pictures(args.pictures, inputs[name], {m: o[name] for m, o in outputs.items()})
