@@ -88,7 +88,7 @@ class ReferenceLoss(nn.Module):
         photo_features = vgg(photo, self.layers)  # all layers: as deep as the output's
         style = torch.stack(
             [
-                relative_error(gram_matrix(out_features[n]), self.loss.style_grams[n]).mean()
+                relative_error(gram_matrix(out_features[n]), self.loss.style_grams[0][n]).mean()
                 for n in self.loss.style_layers
             ]
         ).mean()

@@ -81,11 +81,15 @@ _exported: dict[str, Path] = {}
 
 
 def make_checkpoint(
-    path: Path, width: int = 8, blocks: int = 1, seed: int = 0, stages: int = 2
+    path: Path, width: int = 8, blocks: int = 1, seed: int = 0, stages: int = 2, styles: int = 1
 ) -> Path:
-    """A checkpoint shaped like train.py's (Lightning keys and config) with random weights."""
+    """A checkpoint shaped like train.py's (Lightning keys and config) with random weights; with
+    `styles` 2, of The Starry Night and The Great Wave, their norms' scales and shifts apart."""
     torch.manual_seed(seed)
-    network = TransformerNet(width, blocks, stages)
+    network = TransformerNet(width, blocks, stages, styles)
+    for norm in network.norms() if styles > 1 else []:
+        torch.nn.init.normal_(norm.weight, 1.0, 0.5)
+        torch.nn.init.normal_(norm.bias, 0.0, 0.5)
     config = {
         "network": {
             "_target_": "stylenet.training.network.TransformerNet",
@@ -97,6 +101,17 @@ def make_checkpoint(
         "data": {"image_size": 256, "root": str(PHOTO_DIR / "train")},
         "command": "python train.py style=mosaic",
     }
+    if styles > 1:
+        config["network"]["styles"] = styles
+        config["styles"] = [
+            {"name": "starry_night", "image": str(STYLES / "starry_night.jpg"),
+             "painting": "The Starry Night", "artist": "Vincent van Gogh", "year": "1889",
+             "licence": "public domain"},
+            {"name": "wave", "image": str(STYLES / "wave.jpg"),
+             "painting": "The Great Wave off Kanagawa", "artist": "Katsushika Hokusai",
+             "year": "c. 1831", "licence": "public domain"},
+        ][:styles]  # fmt: skip
+        config["command"] = "python train.py styles=[starry_night,wave]"
     torch.save(
         {
             "state_dict": {f"network.{k}": v for k, v in network.state_dict().items()},

@@ -159,9 +159,24 @@ def test_vgg_is_frozen_and_not_checkpointed():
 def test_style_grams_are_computed_once(monkeypatch):
     loss = PerceptualLoss()
     loss.set_style(torch.rand(1, 3, 64, 64))
-    grams = dict(loss.style_grams)
+    grams = dict(loss.style_grams[0])
     loss(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
-    assert all(loss.style_grams[k] is grams[k] for k in grams)
+    assert all(loss.style_grams[0][k] is grams[k] for k in grams)
+
+
+def test_several_styles_each_with_its_own_grams():
+    torch.manual_seed(0)
+    loss = PerceptualLoss()
+    first, second = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64) ** 3
+    with pytest.raises(ValueError, match="before style 1"):
+        loss.set_style(second, 1)
+    loss.set_style(first)
+    loss.set_style(second, 1)
+    output, photo = first.expand(2, -1, -1, -1), torch.rand(2, 3, 64, 64)
+    against = [loss(output, photo, style)["style"].item() for style in (0, 1)]
+    assert against[0] < 1e-6 < against[1]  # the output has the first style's Grams exactly
+    with pytest.raises(RuntimeError, match="set_style"):
+        loss(output, photo, 2)
 
 
 @pytest.mark.parametrize("content", [None, b"not a torch file", "wrong-shape"])

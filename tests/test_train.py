@@ -180,7 +180,7 @@ def test_compiled_step_trains_and_computes_the_same_loss(tmp_path, photo_folder)
     network = _network_from(run / "checkpoints" / "last.ckpt").train()
     loss = PerceptualLoss()
     module = StyleTransferModule(
-        network, loss, torch.optim.Adam, str(STYLES / "wave.jpg"), 64, compile_step=True
+        network, loss, torch.optim.Adam, [str(STYLES / "wave.jpg")], 64, compile_step=True
     )
     module.on_fit_start()
     photos = torch.stack(

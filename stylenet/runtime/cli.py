@@ -32,7 +32,7 @@ from stylenet.runtime.images import (
     saveable_format,
     to_image,
 )
-from stylenet.runtime.styles import DEFAULT_STYLE, bundled_styles, card
+from stylenet.runtime.styles import DEFAULT_STYLE, bundled_styles, card, parse_blend
 from stylenet.runtime.stylizer import Stylizer
 from stylenet.runtime.tiling import AUTO_TILE_PIXELS, TILE
 
@@ -80,7 +80,8 @@ class Tally:
     "--style",
     "-s",
     default=None,
-    help=f"A bundled style (stylenet styles lists them). Default: {DEFAULT_STYLE}.",
+    help=f"A bundled style (stylenet styles lists them). Default: {DEFAULT_STYLE}. With a "
+    "--model of several styles: one of them, or a blend such as starry_night:0.7,wave:0.3.",
 )
 @click.option(
     "--model",
@@ -181,19 +182,16 @@ def stylize(
     stylenet stylize photo.jpg                    # writes photo_starry_night.jpg beside it
     stylenet stylize photos/ --style wave -o out/
     stylenet stylize photo.jpg --model my.onnx
+    stylenet stylize photo.jpg --model multi.onnx --style starry_night:0.7,wave:0.3
     stylenet stylize clip.mp4 -o out/             # videos: pip install 'stylenet[video]'
     """
-    if style is not None and model is not None:
-        raise click.UsageError("give --style (a bundled style) or --model (a file), not both")
     suffix = None
     if fmt is not None:
         suffix = "." + fmt.lower().lstrip(".")
         if saveable_format(suffix) is None:
             raise click.BadParameter(f"cannot write {fmt!r} files", param_hint="--format")
     try:
-        stylizer = Stylizer(
-            model or style or DEFAULT_STYLE, providers=providers or None, threads=threads, tile=tile
-        )
+        stylizer = open_style(model, style, providers or None, threads, tile)
     except StylenetError as e:
         raise click.ClickException(str(e)) from None
     tally = Tally()
@@ -216,6 +214,33 @@ def stylize(
     )
     if tally.failed:
         sys.exit(1)
+
+
+def open_style(
+    model: Path | None,
+    style: str | None,
+    providers: Sequence[str] | None,
+    threads: int | None,
+    tile: int | None,
+) -> Stylizer:
+    """The model `stylize` runs: a bundled style by name; or the --model file, with --style
+    choosing among its styles (a blend of several is a model of several styles)."""
+    if model is None:
+        if style is not None and len(parse_blend(style)) > 1:
+            raise StylenetError(
+                "a blend needs one model of several styles (--model FILE --style "
+                "NAME:0.7,NAME:0.3): the bundled styles are separate models"
+            )
+        return Stylizer(style or DEFAULT_STYLE, providers, threads, tile)
+    stylizer = Stylizer(model, providers, threads, tile)
+    if style is not None:
+        return stylizer.using(style)
+    if len(stylizer.style_names) > 1:
+        raise StylenetError(
+            f"{model} holds {len(stylizer.style_names)} styles "
+            f"({', '.join(stylizer.style_names)}): choose one or a blend with --style"
+        )
+    return stylizer
 
 
 def find_inputs(

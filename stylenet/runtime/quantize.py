@@ -19,7 +19,7 @@ from onnxruntime.quantization import (
 
 from stylenet.errors import StylenetError
 from stylenet.runtime.images import find_images, load_image, write_atomically
-from stylenet.runtime.stylizer import INPUT_NAME, Stylizer
+from stylenet.runtime.stylizer import INPUT_NAME, STYLE_WEIGHTS_NAME, Stylizer
 
 # Calibration photos are shrunk to this longer side: the ranges are those of normalised
 # activations, and larger photos only make calibration slower.
@@ -27,16 +27,21 @@ CALIBRATION_SIZE = 512
 
 
 class _Photos(CalibrationDataReader):
-    """The calibration photos, one at a time, as the model's input."""
+    """The calibration photos, one at a time, as the model's input; for a model of several
+    `styles`, each photo in the next style in turn, so that every style's ranges are measured."""
 
-    def __init__(self, photos: list[np.ndarray]):
-        self.photos = iter(photos)
+    def __init__(self, photos: list[np.ndarray], styles: int = 1):
+        self.photos = enumerate(photos)
+        self.styles = styles
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        rgb = next(self.photos, None)
+        index, rgb = next(self.photos, (0, None))
         if rgb is None:
             return None
-        return {INPUT_NAME: rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255}
+        feeds = {INPUT_NAME: rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255}
+        if self.styles > 1:
+            feeds[STYLE_WEIGHTS_NAME] = np.eye(self.styles, dtype=np.float32)[[index % self.styles]]
+        return feeds
 
 
 def calibration_photos(folder: Path, count: int) -> list[np.ndarray]:
@@ -68,7 +73,7 @@ def quantize_model(
     """
     if output.exists() and not overwrite:
         raise StylenetError(f"{output} exists (--overwrite to replace it)")
-    Stylizer(model)  # one-line errors for files that are not stylenet models
+    styles = len(Stylizer(model).style_names)  # one-line errors for what is not a stylenet model
     photos = calibration_photos(calibration, count)
     proto = onnx.load(model)
     convs = [node.name for node in proto.graph.node if node.op_type == "Conv"]
@@ -80,7 +85,7 @@ def quantize_model(
             quantize_static(
                 model,
                 quantized,
-                _Photos(photos),
+                _Photos(photos, styles),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=["Conv"],
                 nodes_to_exclude=[convs[0], convs[-1]],

@@ -39,10 +39,16 @@ def model_path(style: str | Path) -> Path:
 def card(metadata: dict[str, str]) -> list[str]:
     """A model's card from its metadata, as lines: painting, training, measured quality."""
     get = metadata.get
-    lines = [
-        f"{get('style_painting', get('style_name', '?'))}, {get('style_artist', 'unknown')} "
-        f"({get('style_year', 'unknown')}); {get('style_licence', 'licence unknown')}"
-    ]
+    if "style_cards" in metadata:  # several styles: a line each
+        lines = [
+            f"{c['name']}: {c['painting']}, {c['artist']} ({c['year']}); {c['licence']}"
+            for c in json.loads(metadata["style_cards"])
+        ]
+    else:
+        lines = [
+            f"{get('style_painting', get('style_name', '?'))}, {get('style_artist', 'unknown')} "
+            f"({get('style_year', 'unknown')}); {get('style_licence', 'licence unknown')}"
+        ]
     if "network_width" in metadata:
         lines.append(
             f"network: {get('network_width')} x {get('network_num_res_blocks')} "
@@ -76,3 +82,30 @@ def quality_lines(quality: dict) -> list[str]:
     if "ms_1080" in quality:
         lines.append(f"speed: {beside('ms_1080', 0)} ms at 1080x1080 on {quality['machine']}")
     return lines
+
+
+def parse_blend(text: str) -> dict[str, float]:
+    """A style or a blend as the CLI writes it: "wave", or "starry_night:0.7,wave:0.3" (name ->
+    weight; a name without a weight weighs 1)."""
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, weight = part.strip().partition(":")
+        try:
+            value = float(weight) if sep else 1.0
+        except ValueError:
+            value = None
+        if not name or value is None or name in weights:
+            raise StylenetError(
+                f"style {text!r}: expected NAME or NAME:WEIGHT,NAME:WEIGHT with each name once"
+            )
+        weights[name] = value
+    return weights
+
+
+def blend_label(weights: dict[str, float]) -> str:
+    """The name of a style or blend (weights summing to 1) in output file names:
+    "wave", "starry_night70+wave30"."""
+    used = {name: weight for name, weight in weights.items() if weight > 0}
+    if len(used) == 1:
+        return next(iter(used))
+    return "+".join(f"{name}{round(100 * weight)}" for name, weight in used.items())

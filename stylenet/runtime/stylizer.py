@@ -5,11 +5,14 @@ of any batch, height and width; one output "stylized" of the same shape, already
 [0, 1]. Models with the statistics interface (an output "norm_stats" and optional inputs, every
 model export.py writes unless plain) can also run in tiles, in bounded memory
 (`stylenet.runtime.tiling`). Plain forms (`stylenet.runtime.plain`) run whole images only, and
-those of a fixed size only images of that size.
+those of a fixed size only images of that size. A model of several styles also takes their
+weights ("style_weights", [1, styles]): `Stylizer.using` chooses one style or a blend.
 """
 
+import copy
+import json
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +22,7 @@ from PIL import Image
 
 from stylenet.errors import StylenetError
 from stylenet.runtime.images import load_image, to_image, to_pixels
-from stylenet.runtime.styles import DEFAULT_STYLE, model_path
+from stylenet.runtime.styles import DEFAULT_STYLE, blend_label, model_path, parse_blend
 from stylenet.runtime.tiling import AUTO_TILE_PIXELS, TILE, stats_crops, stylize_in_tiles
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ GIVEN_STATS_NAME = "given_norm_stats"
 USE_GIVEN_NAME = "use_given_norm_stats"
 POOL_STATS_NAME = "pool_norm_stats"
 OPTIONAL_INPUTS = (GIVEN_STATS_NAME, USE_GIVEN_NAME, POOL_STATS_NAME)
+STYLE_WEIGHTS_NAME = "style_weights"  # [1, styles]: a model of several styles needs it
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -60,7 +64,7 @@ class Stylizer:
     ):
         self.path = model_path(model)
         self.session = _open_session(self.path, providers, threads)
-        has_stats = _check_convention(self.path, self.session)
+        has_stats, many_styles = _check_convention(self.path, self.session)
         self.input_name = self.session.get_inputs()[0].name
         dims = self.session.get_inputs()[0].shape
         # A fixed-size plain form takes one image of its size: (height, width), else None.
@@ -68,6 +72,11 @@ class Stylizer:
         self.output_name = self.session.get_outputs()[0].name
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.style: str = self.metadata.get("style_name") or self.path.stem
+        # A model of several styles: their names, and the weights `using` chose (None: not yet).
+        self.style_names: list[str] = (
+            _style_names(self.path, self.session, self.metadata) if many_styles else [self.style]
+        )
+        self.weights: np.ndarray | None = None
         radius = self.metadata.get("receptive_radius", "")
         downsample = self.metadata.get("downsample", "")
         tileable = has_stats and radius.isdigit() and downsample.isdigit() and int(downsample) > 0
@@ -88,18 +97,44 @@ class Stylizer:
                 )
         self.tile = tile
 
+    def using(self, style: str | Mapping[str, float]) -> "Stylizer":
+        """This model with one of its styles chosen, or a blend: a name, "name:weight,name:weight"
+        or a mapping of names to weights (normalised to sum to 1; Dumoulin et al. 2017 blend the
+        styles' instance-norm scales and shifts, not pixels). The copy shares the session.
+
+        A model of one style takes its own name only.
+        """
+        weights = parse_blend(style) if isinstance(style, str) else dict(style)
+        unknown = [name for name in weights if name not in self.style_names]
+        if unknown:
+            names = ", ".join(self.style_names)
+            raise StylenetError(f"{self.path} has no style {unknown[0]!r}; its styles: {names}")
+        if any(not w >= 0 for w in weights.values()) or not sum(weights.values()) > 0:
+            raise StylenetError(f"style weights must be >= 0 and not all 0, got {style}")
+        total = sum(weights.values())
+        chosen = copy.copy(self)
+        chosen.style = blend_label({name: w / total for name, w in weights.items()})
+        if len(self.style_names) > 1:
+            row = [weights.get(name, 0.0) / total for name in self.style_names]
+            chosen.weights = np.array([row], np.float32)
+        return chosen
+
     def stylize(
-        self, image: ImageInput, strength: float = 1.0, preserve_color: bool = False
+        self,
+        image: ImageInput,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        style: str | Mapping[str, float] | None = None,
     ) -> Image.Image | np.ndarray:
         """Stylize one image of any size, at the same size: an array for an array, else a PIL
         image.
 
         Files (a path) and PIL images of any mode are taken as the CLI takes files: EXIF
         orientation applied, 16-bit and CMYK scaled properly, ICC profiles converted to sRGB,
-        alpha kept. Arrays must be uint8 HxWx3 RGB. See `stylize_many` for `strength` and
-        `preserve_color`.
+        alpha kept. Arrays must be uint8 HxWx3 RGB. See `stylize_many` for `strength`,
+        `preserve_color` and `style`.
         """
-        return self.stylize_many([image], strength, preserve_color)[0]
+        return self.stylize_many([image], strength, preserve_color, style=style)[0]
 
     def stylize_many(
         self,
@@ -107,14 +142,18 @@ class Stylizer:
         strength: float = 1.0,
         preserve_color: bool = False,
         batch_size: int = 4,
+        style: str | Mapping[str, float] | None = None,
     ) -> list[Image.Image | np.ndarray]:
         """Stylize images in order, running same-size images together in batches of `batch_size`.
 
         `strength` in [0, 1] blends the original (0) and the stylized image (1).
         `preserve_color` keeps the photo's colours and takes only the luminance from the stylized
         image (Gatys et al. 2016, "Preserving Color in Neural Artistic Style Transfer").
+        `style`: for a model of several styles, one of them or a blend (`using`).
         Images to be tiled (see the class) run one at a time.
         """
+        if style is not None:
+            return self.using(style).stylize_many(images, strength, preserve_color, batch_size)
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         if batch_size < 1:
@@ -156,10 +195,15 @@ class Stylizer:
         preserve_color: bool = False,
         overwrite: bool = False,
         progress: bool = True,
+        style: str | Mapping[str, float] | None = None,
     ) -> "VideoReport":
         """Stylize the video file `source` into `target` with strokes that stay on the scene,
         audio kept: `stylenet.runtime.video.stylize_video`, which needs the [video] extra (PyAV
-        and OpenCV), imported only here so that photos never need it."""
+        and OpenCV), imported only here so that photos never need it. `style`: as `using`."""
+        if style is not None:
+            return self.using(style).stylize_video(
+                source, target, stability, max_size, strength, preserve_color, overwrite, progress
+            )
         try:
             from stylenet.runtime.video import stylize_video
         except ModuleNotFoundError as e:
@@ -188,7 +232,7 @@ class Stylizer:
         feeds = {self.input_name: np.ascontiguousarray(batch.transpose(0, 3, 1, 2), np.float32)}
         if stats is not None:
             feeds |= {GIVEN_STATS_NAME: stats, USE_GIVEN_NAME: np.array(True)}
-        (out,) = self.session.run([self.output_name], feeds)
+        (out,) = self.session.run([self.output_name], feeds | self._style_feed())
         return out.transpose(0, 2, 3, 1)
 
     def norm_stats(self, rgb: np.ndarray) -> np.ndarray:
@@ -200,8 +244,20 @@ class Stylizer:
             self.input_name: crops.transpose(0, 3, 1, 2).astype(np.float32) / 255,
             POOL_STATS_NAME: np.array(True),
         }
-        (stats,) = self.session.run([STATS_NAME], feeds)
+        (stats,) = self.session.run([STATS_NAME], feeds | self._style_feed())
         return stats[:1]
+
+    def _style_feed(self) -> dict[str, np.ndarray]:
+        """The style weights input, for a model of several styles."""
+        if len(self.style_names) == 1:
+            return {}
+        if self.weights is None:
+            raise StylenetError(
+                f"{self.path} holds {len(self.style_names)} styles "
+                f"({', '.join(self.style_names)}): choose one or a blend (--style NAME, "
+                "--style NAME:0.7,NAME:0.3; Stylizer.using)"
+            )
+        return {STYLE_WEIGHTS_NAME: self.weights}
 
     def _stylize_tiled(
         self, rgb: np.ndarray, tile: int, strength: float, preserve_color: bool
@@ -299,11 +355,15 @@ def _open_session(
         ) from None
 
 
-def _check_convention(path: Path, session: ort.InferenceSession) -> bool:
+def _check_convention(path: Path, session: ort.InferenceSession) -> tuple[bool, bool]:
     """Refuse ONNX models that are not one float NCHW RGB image in, one out (besides optional
-    inputs, which a caller may leave out); say whether the model also has the statistics
-    interface that tiling needs (a plain form has not)."""
+    inputs, which a caller may leave out, and the style weights of a model of several styles);
+    say whether the model also has the statistics interface that tiling needs (a plain form has
+    not), and whether it holds several styles."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
+    many_styles = inputs[-1].name == STYLE_WEIGHTS_NAME and len(inputs) > 1
+    if many_styles:
+        inputs = inputs[:-1]
 
     def is_rgb_image(arg: ort.NodeArg) -> bool:
         return arg.type == "tensor(float)" and len(arg.shape) == 4 and arg.shape[1] == 3
@@ -324,4 +384,16 @@ def _check_convention(path: Path, session: ort.InferenceSession) -> bool:
             f"[batch, 3, height, width] (and optional ones) and one such output, found inputs: "
             f"{found}"
         )
-    return extra_outputs == [STATS_NAME] and optional >= set(OPTIONAL_INPUTS)
+    return extra_outputs == [STATS_NAME] and optional >= set(OPTIONAL_INPUTS), many_styles
+
+
+def _style_names(path: Path, session: ort.InferenceSession, metadata: dict[str, str]) -> list[str]:
+    """The names of a model's styles, in the order of its style weights (metadata)."""
+    count = session.get_inputs()[-1].shape[-1]
+    try:
+        names = json.loads(metadata.get("style_names", ""))
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or len(names) != count:
+        raise StylenetError(f"{path}: a model of {count} styles without their names in metadata")
+    return [str(name) for name in names]

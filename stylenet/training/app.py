@@ -28,6 +28,12 @@ def choices(group: str) -> list[str]:
 
 OmegaConf.register_new_resolver("stem", lambda path: Path(path).stem, replace=True)
 OmegaConf.register_new_resolver("shared_data", lambda: str(shared_data_dir()), replace=True)
+# The run folder's name: the style's, or those of `styles` joined.
+OmegaConf.register_new_resolver(
+    "run_name",
+    lambda styles, style: "+".join(Path(str(s)).stem for s in styles) if styles else style,
+    replace=True,
+)
 # For help texts (configs/hydra/*_help.yaml): `${choices:style}` lists the bundled styles.
 OmegaConf.register_new_resolver("choices", lambda group: ", ".join(choices(group)), replace=True)
 

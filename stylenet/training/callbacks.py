@@ -32,8 +32,8 @@ class Checkpoints(ModelCheckpoint):
 class SampleGrid(pl.Callback):
     """Every `every_n_steps` and at the end of training, stylize a fixed set of validation photos.
 
-    The grid (photos on top, stylized below) is saved as `samples/step_XXXXXX.png` in the run folder
-    and logged to TensorBoard. Only rank 0 does it.
+    The grid (photos on top, stylized below, a row per style) is saved as
+    `samples/step_XXXXXX.png` in the run folder and logged to TensorBoard. Only rank 0 does it.
     """
 
     def __init__(self, every_n_steps: int = 500, num_photos: int = 4):
@@ -61,9 +61,11 @@ class SampleGrid(pl.Callback):
         self.last_step = step
         was_training = pl_module.training
         pl_module.eval()
-        stylized = pl_module(self.photos.to(pl_module.device)).float().clamp(0, 1).cpu()
+        photos = self.photos.to(pl_module.device)
+        styles = range(len(pl_module.style_names))  # a row per style
+        stylized = torch.cat([pl_module(photos, style) for style in styles]).float().clamp(0, 1)
         pl_module.train(was_training)
-        grid = make_grid(torch.cat([self.photos, stylized]), nrow=len(self.photos), padding=4)
+        grid = make_grid(torch.cat([self.photos, stylized.cpu()]), nrow=len(self.photos), padding=4)
         path = Path(trainer.default_root_dir) / "samples" / f"step_{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, path)

@@ -12,6 +12,10 @@ optional(tensor), which a caller may leave out, and the graph holds their defaul
 false): feeding only "image" runs the plain network (`optional_inputs`). The IR version written is
 the lowest the opset needs (8 for opset 18), which older runtimes load too.
 
+A network of several styles has one more input, "style_weights" ([1, styles], float32, each
+a weight of the style of that index in the metadata's "style_names"; a one-hot row is one style,
+others blend them, Dumoulin et al. 2017), which a caller must give.
+
 With `plain`, the file is the plain form instead (`stylenet.runtime.plain`): "image" in,
 "stylized" out, nothing else, for runtimes that cannot load the statistics interface (OpenCV);
 with a `size`, for one image of that size only, its shape arithmetic folded (what OpenCV 4 loads).
@@ -46,6 +50,7 @@ from stylenet.runtime.stylizer import (
     OUTPUT_NAME,
     POOL_STATS_NAME,
     STATS_NAME,
+    STYLE_WEIGHTS_NAME,
     USE_GIVEN_NAME,
 )
 from stylenet.training.app import hydra_app
@@ -81,16 +86,26 @@ class Clamped(nn.Module):
 
 
 class Exported(nn.Module):
-    """`Clamped`, with the instance-norm statistics out and in (`TransformerNet.forward_shared`)."""
+    """`Clamped`, with the instance-norm statistics out and in (`TransformerNet.forward_shared`),
+    and for several styles their weights in."""
 
-    def __init__(self, network: TransformerNet | ExportForm):
+    def __init__(self, network: TransformerNet, compute: ExportForm | None = None):
         super().__init__()
         self.network = network
+        self.compute = compute  # how the function is computed, when not by `network` itself
 
     def forward(
-        self, image: torch.Tensor, given: torch.Tensor, use_given: torch.Tensor, pool: torch.Tensor
+        self,
+        image: torch.Tensor,
+        given: torch.Tensor,
+        use_given: torch.Tensor,
+        pool: torch.Tensor,
+        style_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        stylized, stats = self.network.forward_shared(image, given, use_given, pool)
+        with self.network.styled(style_weights):
+            stylized, stats = self.network.forward_shared(
+                image, given, use_given, pool, compute=self.compute
+            )
         return stylized.clamp(0.0, 1.0), stats
 
 
@@ -98,6 +113,12 @@ def plain_inputs(network: TransformerNet) -> tuple[torch.Tensor, torch.Tensor, t
     """The optional inputs' defaults: no statistics given, none pooled."""
     stats = torch.zeros(1, 2 * sum(network.norm_channels()))
     return stats, torch.tensor(False), torch.tensor(False)  # two: export merges repeats
+
+
+def style_inputs(network: TransformerNet) -> tuple[torch.Tensor, ...]:
+    """The style weights input of a network of several styles (an even blend as the example),
+    none for one style."""
+    return (torch.full((1, network.styles), 1 / network.styles),) if network.styles > 1 else ()
 
 
 @dataclass
@@ -153,13 +174,21 @@ def to_onnx(network: TransformerNet, opset: int) -> onnx.ModelProto:
         axis: torch.export.Dim(name) for axis, name in ((0, "batch"), (2, "height"), (3, "width"))
     }
     defaults = plain_inputs(network)
+    styles = style_inputs(network)
+    copied = copy.deepcopy(network)  # the caller's keeps its mode
     program = torch.onnx.export(
-        Exported(ExportForm(copy.deepcopy(network))).eval(),  # the caller's keeps its mode
-        (torch.rand(2, 3, 37, 53), *defaults),
+        Exported(copied, ExportForm(copied)).eval(),
+        (torch.rand(2, 3, 37, 53), *defaults, *styles),
         dynamo=True,
-        input_names=[INPUT_NAME, *OPTIONAL_INPUTS],
+        input_names=[INPUT_NAME, *OPTIONAL_INPUTS, *[STYLE_WEIGHTS_NAME] * len(styles)],
         output_names=[OUTPUT_NAME, STATS_NAME],
-        dynamic_shapes={"image": dims, "given": None, "use_given": None, "pool": None},
+        dynamic_shapes={
+            "image": dims,
+            "given": None,
+            "use_given": None,
+            "pool": None,
+            **({"style_weights": None} if styles else {}),
+        },
         opset_version=opset,
         verbose=False,
     )
@@ -233,33 +262,43 @@ def max_difference(
 
     Each size runs plain and, unless `model` is a plain form (no statistics interface), two more
     ways: as a tile, with the statistics of another image that each framework measured itself (so
-    that wrong statistics show as wrong pixels); and pooled.
+    that wrong statistics show as wrong pixels); and pooled. A network of several styles runs
+    each way as its last style alone and as an uneven blend of all.
     """
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     exported = Exported(network).eval()
     generator = torch.Generator().manual_seed(0)
     zeros, no, _ = plain_inputs(network)
-    ways: list[tuple[tuple[torch.Tensor, ...], dict[str, np.ndarray]]] = [((zeros, no, no), {})]
-    if len(session.get_inputs()) > 1:
-        other = torch.rand(1, 3, 48, 64, generator=generator)
-        with torch.no_grad():
-            torch_stats = exported(other, zeros, no, no)[1]
-        (ort_stats,) = session.run([STATS_NAME], {INPUT_NAME: other.numpy()})
-        yes = torch.tensor(True)
-        ways += [
-            ((torch_stats, yes, no), {GIVEN_STATS_NAME: ort_stats, USE_GIVEN_NAME: yes.numpy()}),
-            ((zeros, no, yes), {POOL_STATS_NAME: yes.numpy()}),
-        ]
+    count = network.styles
+    blends = [torch.eye(count)[-1:], torch.linspace(1, 2, count)[None] / (1.5 * count)]
     worst = 0.0
-    for batch, height, width in sizes:
-        image = torch.rand(batch, 3, height, width, generator=generator)
-        for torch_inputs, ort_inputs in ways:
+    for weights in blends if count > 1 else [None]:
+        style = (weights,) if weights is not None else ()
+        style_feed = {STYLE_WEIGHTS_NAME: weights.numpy()} if weights is not None else {}
+        ways: list[tuple[tuple[torch.Tensor, ...], dict[str, np.ndarray]]] = [((zeros, no, no), {})]
+        if STATS_NAME in [output.name for output in session.get_outputs()]:
+            other = torch.rand(1, 3, 48, 64, generator=generator)
             with torch.no_grad():
-                expected = exported(image, *torch_inputs)[0].numpy()
-            (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: image.numpy(), **ort_inputs})
-            if actual.shape != expected.shape:
-                raise StylenetError(f"exported model gives {actual.shape} for {expected.shape}")
-            worst = max(worst, float(np.abs(actual - expected).max()))
+                torch_stats = exported(other, zeros, no, no, *style)[1]
+            (ort_stats,) = session.run([STATS_NAME], {INPUT_NAME: other.numpy(), **style_feed})
+            yes = torch.tensor(True)
+            ways += [
+                (
+                    (torch_stats, yes, no),
+                    {GIVEN_STATS_NAME: ort_stats, USE_GIVEN_NAME: yes.numpy()},
+                ),
+                ((zeros, no, yes), {POOL_STATS_NAME: yes.numpy()}),
+            ]
+        for batch, height, width in sizes:
+            image = torch.rand(batch, 3, height, width, generator=generator)
+            for torch_inputs, ort_inputs in ways:
+                with torch.no_grad():
+                    expected = exported(image, *torch_inputs, *style)[0].numpy()
+                feeds = {INPUT_NAME: image.numpy(), **ort_inputs, **style_feed}
+                (actual,) = session.run([OUTPUT_NAME], feeds)
+                if actual.shape != expected.shape:
+                    raise StylenetError(f"exported model gives {actual.shape} for {expected.shape}")
+                worst = max(worst, float(np.abs(actual - expected).max()))
     return worst
 
 
@@ -270,17 +309,19 @@ def metadata(checkpoint: Checkpoint) -> dict[str, str]:
     no absolute path of the training machine is recorded.
     """
     config = checkpoint.config
-    style = config.get("style") or {}
-    image = style.get("image")
-    name = str(style.get("name") or (Path(image).stem if image else "unknown"))
-    card = {key: str(style.get(key) or "unknown") for key in ("artist", "year", "licence")}
+    if config.get("styles"):  # several
+        cards = [style_card(style) for style in config["styles"]]
+        names = [card["name"] for card in cards]
+        styles = {
+            "style_name": "+".join(names),
+            "style_names": json.dumps(names),
+            "style_cards": json.dumps(cards),
+        }
+    else:
+        styles = {f"style_{key}": value for key, value in style_card(config.get("style")).items()}
     return {
         "stylenet_version": _version(),
-        "style_name": name,
-        "style_painting": str(style.get("painting") or name),
-        **{f"style_{key}": value for key, value in card.items()},
-        "style_image": Path(image).name if image else "unknown",
-        "style_image_sha256": style.get("sha256") or _sha256(image),
+        **styles,
         "training_command": str(config.get("command") or "unknown"),
         "training_steps": str(checkpoint.steps),
         "training_image_size": str((config.get("data") or {}).get("image_size", "unknown")),
@@ -293,6 +334,21 @@ def metadata(checkpoint: Checkpoint) -> dict[str, str]:
         "training_config": json.dumps(portable(config), sort_keys=True, default=str),
         **network_metadata(checkpoint.network),
         "convention": CONVENTION,
+    }
+
+
+def style_card(style: dict[str, Any] | None) -> dict[str, str]:
+    """A style's card from its run config: name, painting, artist, year, licence, the image's
+    file name and checksum."""
+    style = style or {}
+    image = style.get("image")
+    name = str(style.get("name") or (Path(image).stem if image else "unknown"))
+    return {
+        "name": name,
+        "painting": str(style.get("painting") or name),
+        **{key: str(style.get(key) or "unknown") for key in ("artist", "year", "licence")},
+        "image": Path(image).name if image else "unknown",
+        "image_sha256": style.get("sha256") or _sha256(image),
     }
 
 
@@ -374,6 +430,11 @@ def export_checkpoint(
     if output.exists() and not overwrite:
         raise StylenetError(f"{output} exists (overwrite=true to replace it)")
     checkpoint = load_checkpoint(ckpt)
+    if plain and checkpoint.network.styles > 1:
+        raise StylenetError(
+            f"{ckpt} holds {checkpoint.network.styles} styles: the plain form is for one-style "
+            "networks (its only input is the image)"
+        )
     model = to_onnx(checkpoint.network, opset)
     props = metadata(checkpoint)
     onnx.helper.set_model_props(model, props)

@@ -170,9 +170,10 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
 
 
 class PerceptualLoss(nn.Module):
-    """Weighted sum of content, style and total-variation losses for one style image.
+    """Weighted sum of content, style and total-variation losses for one style image, or one of
+    several (a network of several styles: `style` in `forward`).
 
-    Call `set_style` once with the style image: its Gram matrices are computed then and kept.
+    Call `set_style` once per style image: its Gram matrices are computed then and kept.
     """
 
     def __init__(
@@ -213,24 +214,32 @@ class PerceptualLoss(nn.Module):
         self.content_weight = content_weight
         self.tv_weight = tv_weight
         self.vgg = VGGFeatures(self.style_layers + self.content_layers, vgg_weights)
-        self.style_grams: dict[str, torch.Tensor] = {}
+        self.style_grams: list[dict[str, torch.Tensor]] = []  # per style
 
     @torch.no_grad()
-    def set_style(self, style: torch.Tensor) -> None:
-        """Compute the target Gram matrices once from a (1, 3, H, W) style image in [0, 1]."""
+    def set_style(self, style: torch.Tensor, index: int = 0) -> None:
+        """Compute the target Gram matrices once from a (1, 3, H, W) style image in [0, 1], as
+        style number `index` (0, 1, ... in turn for several)."""
+        if not 0 <= index <= len(self.style_grams):
+            raise ValueError(f"set style {len(self.style_grams)} before style {index}")
         features = self.vgg(style, self.style_layers)
-        self.style_grams = {name: gram_matrix(f) for name, f in features.items()}
+        grams = {name: gram_matrix(f) for name, f in features.items()}
+        self.style_grams[index : index + 1] = [grams]
 
     def _apply(self, fn, *args, **kwargs):  # keep the Grams on the module's device and dtype
-        self.style_grams = {k: fn(v) for k, v in self.style_grams.items()}
+        self.style_grams = [{k: fn(v) for k, v in grams.items()} for grams in self.style_grams]
         return super()._apply(fn, *args, **kwargs)
 
-    def forward(self, output: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Loss terms (batch means) for `output`, the stylized `content`; `total` is weighted."""
-        if not self.style_grams:
+    def forward(
+        self, output: torch.Tensor, content: torch.Tensor, style: int = 0
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms (batch means) for `output`, the stylized `content`, against style number
+        `style`; `total` is weighted."""
+        if style >= len(self.style_grams):
             raise RuntimeError(
-                "PerceptualLoss.set_style() must be called before computing the loss"
+                f"PerceptualLoss.set_style(image, {style}) must be called before computing the loss"
             )
+        style_grams = self.style_grams[style]
         out_features = self.vgg(output, self.style_layers + self.content_layers)
         # The photo's features are a target: no gradient, and only the content layers.
         with torch.no_grad():
@@ -238,7 +247,7 @@ class PerceptualLoss(nn.Module):
         weights = self.style_layer_weights
         style = sum(
             weights[name]
-            * relative_error(gram_matrix(out_features[name]), self.style_grams[name]).mean()
+            * relative_error(gram_matrix(out_features[name]), style_grams[name]).mean()
             for name in self.style_layers
         ) / sum(weights.values())
         content_loss = torch.stack(

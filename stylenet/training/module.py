@@ -1,11 +1,14 @@
-"""The Lightning module: one feed-forward network trained against one style's perceptual loss."""
+"""The Lightning module: one feed-forward network trained against one style's perceptual loss, or
+several styles' in turn."""
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stylenet.errors import StylenetError
@@ -17,8 +20,12 @@ class StyleTransferModule(pl.LightningModule):
     """Trains `network` so that network(photo) has the photo's content and the style's Grams.
 
     Only the network is trainable and checkpointed; the VGG inside `loss` is frozen and the style
-    Grams are recomputed from `style_image` when a fit starts. The checkpoint carries the whole run
-    config (hyper-parameter `config`) so that export and resume need nothing else.
+    Grams are recomputed from `style_images` when a fit starts. The checkpoint carries the whole
+    run config (hyper-parameter `config`) so that export and resume need nothing else.
+
+    With several `style_images` the network holds one style each (`TransformerNet.styled`) and
+    the steps take them in turn, one style a batch: step k trains style k mod n, which a resumed
+    run continues exactly.
     """
 
     def __init__(
@@ -26,7 +33,7 @@ class StyleTransferModule(pl.LightningModule):
         network: nn.Module,
         loss: PerceptualLoss,
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
-        style_image: str,
+        style_images: Sequence[str],
         style_size: int = 512,
         compile_step: bool = False,
         config: dict[str, Any] | None = None,
@@ -37,22 +44,32 @@ class StyleTransferModule(pl.LightningModule):
         self.loss = loss
         self.optimizer_factory = optimizer
 
-    def forward(self, photos: torch.Tensor) -> torch.Tensor:
-        return self.network(photos)
+    @property
+    def style_names(self) -> list[str]:
+        """The styles' names (their images' stems), in the network's order."""
+        return [Path(image).stem for image in self.hparams.style_images]
+
+    def forward(self, photos: torch.Tensor, style: int = 0) -> torch.Tensor:
+        """The photos in style number `style`."""
+        count = len(self.hparams.style_images)
+        weights = F.one_hot(torch.tensor([style]), count).float().to(photos.device)
+        with self.network.styled(weights):
+            return self.network(photos)
 
     def on_fit_start(self) -> None:
-        style = load_style_image(self.hparams.style_image, self.hparams.style_size)
-        self.loss.set_style(style.to(self.device))
+        for index, image in enumerate(self.hparams.style_images):
+            style = load_style_image(image, self.hparams.style_size)
+            self.loss.set_style(style.to(self.device), index)
         # Compiling network and loss as one function fuses the elementwise work around the
         # convolutions; the module and its checkpoints stay as they are.
         self.step_losses = torch.compile(self.losses) if self.hparams.compile_step else self.losses
 
-    def losses(self, photos: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The loss terms for stylizing a batch of photos."""
-        return self.loss(self.network(photos), photos)
+    def losses(self, photos: torch.Tensor, style: int = 0) -> dict[str, torch.Tensor]:
+        """The loss terms for stylizing a batch of photos in style number `style`."""
+        return self.loss(self(photos, style), photos, style)
 
     def training_step(self, photos: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        losses = self.step_losses(photos)
+        losses = self.step_losses(photos, self.global_step % len(self.hparams.style_images))
         total = losses["total"]
         if not torch.isfinite(total):
             raise StylenetError(
@@ -64,8 +81,12 @@ class StyleTransferModule(pl.LightningModule):
         return total
 
     def validation_step(self, photos: torch.Tensor, batch_idx: int) -> None:
-        losses = self.losses(photos)
-        self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True)
+        """val/total, ... for one style; val/<style>/total, ... for each of several."""
+        names = self.style_names
+        for style, name in enumerate(names):
+            prefix = "val/" if len(names) == 1 else f"val/{name}/"
+            losses = self.losses(photos, style)
+            self.log_dict({f"{prefix}{k}": v for k, v in losses.items()}, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning does not keep the random state, yet the photo order (torch) and the crops

@@ -17,11 +17,14 @@ Images are float RGB in [0, 1], NCHW. The output is not clamped: the loss sees t
 whoever turns the output into pixels clamps it.
 """
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from stylenet.errors import StylenetError
 
 
 class ConvLayer(nn.Sequential):
@@ -47,23 +50,49 @@ class OutputConv(ConvLayer):
 
 
 class InstanceNorm(nn.InstanceNorm2d):
-    """nn.InstanceNorm2d (same parameters and state_dict keys) whose statistics can be shared.
+    """nn.InstanceNorm2d (same parameters and state_dict keys) whose statistics can be shared, and
+    which can hold several styles.
 
     Tiled inference must normalise every tile with the whole image's statistics: tiles normalised
     with their own get their own colours and contrast, and seams. While `shared` is set (only
     inside `TransformerNet.forward_shared`), the layer records the per-channel mean and variance
     it normalised with, which are, as the boolean flags in `shared` say: the given statistics,
     those of the whole batch pooled (crops of one image), or each image's own.
+
+    With `styles` > 1 it is a conditional instance norm (Dumoulin, Shlens and Kudlur 2017, "A
+    Learned Representation for Artistic Style"): a scale and a shift per style and channel
+    (`weight`, `bias`: [styles, channels]), the rest of the network shared. While `mix` ([1 or
+    batch, styles], set by `TransformerNet.styled`) is set, the layer scales and shifts by that
+    convex combination of the styles' vectors: a one-hot row is one style, others are blends.
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, styles: int = 1):
         super().__init__(channels, affine=True)
+        if styles > 1:
+            self.weight = nn.Parameter(torch.ones(styles, channels))
+            self.bias = nn.Parameter(torch.zeros(styles, channels))
+        self.styles = styles
         self.shared: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.measured: torch.Tensor | None = None
+        self.mix: torch.Tensor | None = None
+
+    def scale_and_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift), [1 or batch, channels]: the style's, or the `mix` of the styles'."""
+        if self.styles == 1:
+            return self.weight[None], self.bias[None]
+        if self.mix is None:
+            raise StylenetError(
+                f"a network of {self.styles} styles runs inside TransformerNet.styled(weights)"
+            )
+        return self.mix @ self.weight, self.mix @ self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shared is None:
+        if self.shared is None and self.styles == 1:
             return super().forward(x)
+        scale, shift = self.scale_and_shift()
+        if self.shared is None:
+            normalised = F.instance_norm(x, eps=self.eps)
+            return normalised * scale[..., None, None] + shift[..., None, None]
         given, use_given, pool = self.shared
         # keepdim then flatten: in an int8 model onnxruntime runs the convolutions channels-last,
         # where a ReduceMean to [batch, channels] was 15x slower than to [batch, channels, 1, 1].
@@ -75,18 +104,25 @@ class InstanceNorm(nn.InstanceNorm2d):
         mean = torch.where(use_given, given_mean, mean)
         var = torch.where(use_given, given_var, (square - mean * mean).clamp(min=0.0))
         self.measured = torch.cat([mean, var], 1)
-        scale = self.weight * torch.rsqrt(var + self.eps)
-        shift = self.bias - mean * scale
+        scale = scale * torch.rsqrt(var + self.eps)
+        shift = shift - mean * scale
         return x * scale[..., None, None] + shift[..., None, None]
 
 
 class ConvNormReLU(nn.Sequential):
     """Convolution, instance norm, ReLU: the building block of the encoder and the decoder."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        styles: int = 1,
+    ):
         super().__init__(
             ConvLayer(in_channels, out_channels, kernel_size, stride),
-            InstanceNorm(out_channels),
+            InstanceNorm(out_channels, styles),
             nn.ReLU(inplace=True),
         )
 
@@ -94,12 +130,12 @@ class ConvNormReLU(nn.Sequential):
 class ResidualBlock(nn.Module):
     """Two 3x3 convolutions with a skip connection (He et al. 2016), no ReLU after the sum."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, styles: int = 1):
         super().__init__()
         self.body = nn.Sequential(
-            ConvNormReLU(channels, channels, 3),
+            ConvNormReLU(channels, channels, 3, styles=styles),
             ConvLayer(channels, channels, 3),
-            InstanceNorm(channels),
+            InstanceNorm(channels, styles),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,10 +177,10 @@ class UpsampleConv(nn.Sequential):
     the input); `declared` runs the layers as written.
     """
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, styles: int = 1):
         super().__init__(
             nn.Upsample(scale_factor=2, mode="nearest"),
-            ConvNormReLU(in_channels, out_channels, 3),
+            ConvNormReLU(in_channels, out_channels, 3, styles=styles),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,26 +202,29 @@ class TransformerNet(nn.Module):
     Any input size works: the input is padded to a multiple of `downsample` (and at least 8 and
     twice that) by edge replication and the output is cropped back, so the output always has the
     input's height and width.
+    With `styles` > 1 one network paints several styles, which share every convolution and differ
+    in their instance norms' scales and shifts (`InstanceNorm`): it runs inside `styled`.
     """
 
-    def __init__(self, width: int = 32, num_res_blocks: int = 5, stages: int = 2):
+    def __init__(self, width: int = 32, num_res_blocks: int = 5, stages: int = 2, styles: int = 1):
         super().__init__()
-        if width < 1 or num_res_blocks < 0 or stages < 1:
+        if width < 1 or num_res_blocks < 0 or stages < 1 or styles < 1:
             raise ValueError(
-                "width must be >= 1, num_res_blocks >= 0 and stages >= 1, got "
-                f"{width}, {num_res_blocks}, {stages}"
+                "width must be >= 1, num_res_blocks >= 0, stages >= 1 and styles >= 1, got "
+                f"{width}, {num_res_blocks}, {stages}, {styles}"
             )
         self.width = width
         self.num_res_blocks = num_res_blocks
         self.stages = stages
+        self.styles = styles
         # height and width must be multiples of this inside the network
         self.downsample = 2**stages
         channels = [width * 2**stage for stage in range(stages + 1)]
         self.layers = nn.Sequential(
-            ConvNormReLU(3, width, 9),
-            *(ConvNormReLU(c, 2 * c, 3, stride=2) for c in channels[:-1]),
-            *(ResidualBlock(channels[-1]) for _ in range(num_res_blocks)),
-            *(UpsampleConv(2 * c, c) for c in reversed(channels[:-1])),
+            ConvNormReLU(3, width, 9, styles=styles),
+            *(ConvNormReLU(c, 2 * c, 3, stride=2, styles=styles) for c in channels[:-1]),
+            *(ResidualBlock(channels[-1], styles) for _ in range(num_res_blocks)),
+            *(UpsampleConv(2 * c, c, styles) for c in reversed(channels[:-1])),
             OutputConv(width, 3, 9),
         )
 
@@ -254,6 +293,27 @@ class TransformerNet(nn.Module):
             for norm in norms:
                 norm.shared = norm.measured = None
         return out, measured
+
+    @contextlib.contextmanager
+    def styled(self, weights: torch.Tensor | None) -> Iterator[None]:
+        """Run the network inside this with the styles weighted by `weights` ([1 or batch,
+        styles], each row summing to 1: a one-hot row is one style, others blend them); None, or
+        a network of one style: nothing to choose."""
+        if weights is None or self.styles == 1:
+            yield
+            return
+        if weights.dim() != 2 or weights.shape[1] != self.styles:
+            raise StylenetError(
+                f"style weights must be [1 or batch, {self.styles}], got {list(weights.shape)}"
+            )
+        norms = self.norms()
+        for norm in norms:
+            norm.mix = weights
+        try:
+            yield
+        finally:
+            for norm in norms:
+                norm.mix = None
 
     def receptive_radius(self) -> int:
         """How far (in input pixels) an output pixel sees: tiles need at least this much overlap.

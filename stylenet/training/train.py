@@ -15,7 +15,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from stylenet.errors import StylenetError
-from stylenet.training.app import check_settings, hydra_app, user_error
+from stylenet.training.app import check_settings, choices, hydra_app, user_error
+from stylenet.training.paths import CONFIG_DIR
 
 if TYPE_CHECKING:
     from stylenet.training.data import PhotoDataModule
@@ -47,7 +48,7 @@ def train(cfg: DictConfig) -> None:
         network=initial_network(cfg, parent),
         loss=loss,
         optimizer=instantiate(cfg.optimizer),
-        style_image=cfg.style.image,
+        style_images=[style.image for style in style_configs(cfg)],
         style_size=cfg.style.size,
         compile_step=cfg.compile,
         config=run_config(cfg, parent),
@@ -107,11 +108,12 @@ def check_inputs(cfg: DictConfig) -> tuple["PhotoDataModule", "PerceptualLoss"]:
     for key in ("ckpt_path", "init_from"):
         if cfg[key] and not Path(cfg[key]).is_file():
             raise StylenetError(f"{key} not found: {cfg[key]}")
-    load_style_image(cfg.style.image, cfg.style.size)
+    for style in style_configs(cfg):
+        load_style_image(style.image, cfg.style.size)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     loss = instantiate(cfg.loss)
-    instantiate(cfg.network)  # its own checks; train() builds the one it trains once seeded
+    initial_network(cfg)  # its own checks; train() builds the one it trains once seeded
     return datamodule, loss
 
 
@@ -129,13 +131,41 @@ class CheckInputs(Callback):
             sys.exit(f"error: {message}")
 
 
+def style_configs(cfg: DictConfig) -> list[DictConfig]:
+    """The styles a run trains: `style`; or, with `styles`, each of its entries (the name of a
+    configs/style file, or an image's path), with `style.size` for all."""
+    if not cfg.styles:
+        return [cfg.style]
+    defaults = OmegaConf.load(CONFIG_DIR / "style_defaults.yaml")
+    found = []
+    for entry in cfg.styles:
+        file = CONFIG_DIR / "style" / f"{entry}.yaml"
+        if file.is_file():
+            chosen = OmegaConf.load(file)
+        elif Path(str(entry)).expanduser().is_file():
+            chosen = OmegaConf.create({"style": {"image": str(Path(str(entry)).expanduser())}})
+        else:
+            raise StylenetError(
+                f"styles: {entry!r} is neither a style ({', '.join(choices('style'))}) nor an "
+                "image file"
+            )
+        root = OmegaConf.merge({"paths": cfg.paths}, defaults, chosen)
+        root.style.size = cfg.style.size
+        found.append(root.style)
+    names = [style.name for style in found]
+    if len(set(names)) < len(names):
+        raise StylenetError(f"styles: each style once, got {', '.join(names)}")
+    return found
+
+
 def initial_network(cfg: DictConfig, parent: "Checkpoint | None" = None) -> Any:
-    """The network to train: cfg.network, with the weights of `parent`, the checkpoint that
-    `init_from` names (warm start: a painting learned from another painting's network, whose
-    photo-reconstruction part carries over)."""
+    """The network to train: cfg.network, with a style per entry of `styles`, and the weights of
+    `parent`, the checkpoint that `init_from` names (warm start: a painting learned from another
+    painting's network, whose photo-reconstruction part carries over)."""
     from hydra.utils import instantiate
 
-    network = instantiate(cfg.network)
+    count = len(style_configs(cfg))
+    network = instantiate(cfg.network, **({"styles": count} if count > 1 else {}))
     if parent is not None:
         try:
             network.load_state_dict(parent.network.state_dict())
@@ -172,14 +202,19 @@ def cpu_has_bf16_units() -> bool:
 
 
 def run_config(cfg: DictConfig, parent: "Checkpoint | None" = None) -> dict:
-    """The resolved config that checkpoints carry, with the style image's checksum added so an
-    exported model names the exact painting even where the file is gone, the command line that
+    """The resolved config that checkpoints carry, with the style images' checksums added so an
+    exported model names the exact paintings even where the files are gone (several styles: the
+    list `styles` of their resolved configs), the command line that
     made the run, and what `parent` (the `init_from` checkpoint) was (for model cards)."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    image = Path(cfg.style.image)
-    if not image.is_file():
-        raise StylenetError(f"style.image not found: {image}")
-    config["style"]["sha256"] = hashlib.sha256(image.read_bytes()).hexdigest()
+    if cfg.styles:
+        config["styles"] = [OmegaConf.to_container(s, resolve=True) for s in style_configs(cfg)]
+        config["network"]["styles"] = len(config["styles"])  # what export rebuilds
+    for style in config["styles"] if cfg.styles else [config["style"]]:
+        image = Path(style["image"])
+        if not image.is_file():
+            raise StylenetError(f"style image not found: {image}")
+        style["sha256"] = hashlib.sha256(image.read_bytes()).hexdigest()
     # What reproduces the model: where the run folder was and what it resumed from do not, and
     # files (photos, a warm start's checkpoint) go by their names: no path of this machine.
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
