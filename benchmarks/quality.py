@@ -5,7 +5,8 @@
 
 For each model (an exported .onnx or a train.py checkpoint), on a fixed subset of held-out photos
 (evenly spaced in ../shared/data/photos/val, longer side at most --size, never enlarged): the
-style and content errors of stylenet.training.quality, with the style error of each VGG layer, the
+style and content errors and the edge correlation of stylenet.training.quality (higher keeps more
+of the photo's edges), with the style error of each VGG layer, the
 model's total training loss and its latency per image. A folder of another tool's results (one
 image per photo, named after it) is scored the same way, against the painting given by --style.
 Every model is measured against the painting at one scale (--style-size), whatever it was
@@ -59,10 +60,12 @@ class Model:
 
 @dataclass
 class Result:
-    """One stylized image's figures: errors, the style error of each VGG layer, time."""
+    """One stylized image's figures: errors, edge correlation, the style error of each VGG layer,
+    time."""
 
     style: float
     content: float
+    edges: float
     total: float
     seconds: float
     layers: dict[str, float]
@@ -219,7 +222,7 @@ def score(
     with torch.no_grad():
         total = float(loss(output, photo)["total"])
     layers = {name: errors[name] for name in STYLE_LAYERS}
-    return Result(errors["style"], errors["content"], total, seconds, layers)
+    return Result(errors["style"], errors["content"], errors["edges"], total, seconds, layers)
 
 
 def run_gatys(
@@ -255,9 +258,10 @@ def mean_result(results: list[Result]) -> Result:
 
 
 TABLE_HEADER = (
-    "| photos | method | style error | content error | total loss | time per image | "
+    "| photos | method | style error | content error | edge correlation | total loss "
+    "| time per image | "
     + " | ".join(f"{name} style" for name in STYLE_LAYERS)
-    + " |\n|---|---|---:|---:|---:|---:|"
+    + " |\n|---|---|---:|---:|---:|---:|---:|"
     + "---:|" * len(STYLE_LAYERS)
 )
 
@@ -267,7 +271,8 @@ def mean_row(label: str, photos: str, results: list[Result], time_text: str) -> 
     mean = mean_result(results)
     layers = " | ".join(f"{mean.layers[name]:.3f}" for name in STYLE_LAYERS)
     return (
-        f"| {photos} | {label} | {mean.style:.3f} | {mean.content:.3f} | {mean.total:.3f} "
+        f"| {photos} | {label} | {mean.style:.3f} | {mean.content:.3f} | {mean.edges:.3f} "
+        f"| {mean.total:.3f} "
         f"| {time_text} | {layers} |"
     )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from benchmarks import quality as benchmark
@@ -13,7 +14,7 @@ from helpers import PHOTOS, exported_model, make_checkpoint
 from stylenet.errors import StylenetError
 from stylenet.training.data import load_style_image
 from stylenet.training.loss import VGGFeatures, gram_matrix
-from stylenet.training.quality import Scorer, content_error, layer_style_errors
+from stylenet.training.quality import Scorer, content_error, edge_correlation, layer_style_errors
 
 
 def features(*channels: list[float]) -> torch.Tensor:
@@ -44,6 +45,21 @@ def test_content_error_is_a_distance_per_sample():
     out = photo.clone()
     out[1, 1, 0, 1] += 3  # sample 1 is 3 away
     assert content_error(out, photo).tolist() == pytest.approx([0.0, 0.6])
+
+
+def test_edge_correlation_sees_blur_that_the_content_error_does_not():
+    photo = load_style_image(PHOTOS[2], 256)
+    assert edge_correlation(photo, photo).item() == pytest.approx(1.0, abs=1e-5)
+    # Brighter and more contrasty keeps every edge; blurred loses the fine ones; another photo
+    # has unrelated edges.
+    assert edge_correlation((photo * 1.5).clamp(0, 1), photo).item() > 0.95
+    blurred = F.avg_pool2d(photo, 9, stride=1, padding=4, count_include_pad=False)
+    other = load_style_image(PHOTOS[3], 256)[..., : photo.shape[2], : photo.shape[3]]
+    photo, other = photo[..., : other.shape[2], : other.shape[3]], other
+    blurred = blurred[..., : other.shape[2], : other.shape[3]]
+    assert 0.3 < edge_correlation(blurred, photo).item() < 0.9
+    assert abs(edge_correlation(other, photo).item()) < 0.3
+    assert edge_correlation(torch.cat([photo, other]), photo.expand(2, -1, -1, -1)).shape == (2,)
 
 
 def test_scorer_with_the_real_vgg():
@@ -79,11 +95,11 @@ def test_benchmark_end_to_end(tmp_path, monkeypatch, capsys):
         "Gatys L-BFGS, 1 steps",
         "Gatys L-BFGS, 3 steps",
     ]
-    figures = [[float(x) for x in row[2:5]] for row in rows]
+    figures = [[float(x) for x in row[2:6]] for row in rows]  # style, content, edges, total
     assert figures[:5] == figures[5:]  # the checkpoint and its ONNX export measure the same
     model, photo, gatys_1, gatys_3 = figures[1:5]
-    assert photo[1] == 0  # the photo's content error
-    assert gatys_3[2] < gatys_1[2] < photo[2] < model[2]  # a random network is worse than a photo
+    assert photo[1] == 0 and photo[2] == 1  # the photo's content error and edge correlation
+    assert gatys_3[3] < gatys_1[3] < photo[3] < model[3]  # a random network is worse than a photo
     assert out.count("Gatys steps to reach the model's total loss: ") == 2
     with Image.open(grid) as sheet:  # header + 2 photos; photo + 2 x (model at 2 sizes, 2 Gatys)
         assert sheet.height == 20 + 2 * benchmark.CELL

@@ -75,9 +75,10 @@ def quality_lines(quality: dict) -> list[str]:
         return f"{ours} ({reference[key]:.{digits}f})" if key in reference else ours
 
     versus = f" (in brackets: {reference['name']})" if reference else ""
+    edges = f", edge correlation {beside('edges', 3)}" if "edges" in quality else ""
     lines = [
         f"quality on {quality['photos']}{versus}: style error {beside('style', 3)}, "
-        f"content error {beside('content', 3)}"
+        f"content error {beside('content', 3)}{edges}"
     ]
     if "ms_1080" in quality:
         lines.append(f"speed: {beside('ms_1080', 0)} ms at 1080x1080 on {quality['machine']}")
