@@ -1,12 +1,16 @@
 """Several styles in one network (conditional instance norm): training, export, blends."""
 
 import json
+from io import BytesIO
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from PIL import Image
+from test_serve import jpeg, live
 from test_video import stylenet
 
 from benchmarks.video import pan, write_clip
@@ -14,6 +18,7 @@ from helpers import PHOTOS, compose_train, make_checkpoint, run_export
 from stylenet.errors import StylenetError
 from stylenet.runtime.images import load_image
 from stylenet.runtime.quantize import quantize_model
+from stylenet.runtime.serve.service import Service
 from stylenet.runtime.stylizer import Stylizer
 from stylenet.training.export import load_checkpoint
 from stylenet.training.train import train
@@ -147,3 +152,26 @@ def test_a_clip_in_a_blend(two_styles, tmp_path):
         source, tmp_path / "out.mp4", style="starry_night:0.5,wave:0.5", progress=False
     )
     assert (report.frames, report.width, report.height) == (4, 80, 64)
+
+
+def test_the_server_offers_each_style_of_a_model(two_styles, tmp_path):
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "two.onnx").write_bytes(two_styles.read_bytes())
+    service = Service.load(models=folder, threads=1)
+    try:
+        with live(service) as url, httpx.Client(base_url=url, timeout=60) as client:
+            styles = {s["name"]: s for s in client.get("/api/styles").json()["styles"]}
+            assert styles["two:wave"]["painting"] == "The Great Wave off Kanagawa"
+            assert styles["two:starry_night"]["artist"] == "Vincent van Gogh"
+            assert client.get("/api/styles/two%3Awave/thumbnail").status_code == 200
+            results = []
+            for style in ("two:starry_night", "two:wave"):
+                files = {"image": ("photo.jpg", jpeg(), "image/jpeg")}
+                answer = client.post("/api/stylize", files=files, data={"style": style})
+                assert answer.status_code == 200, answer.text
+                results.append(np.asarray(Image.open(BytesIO(answer.content))).astype(int))
+            assert np.abs(results[0] - results[1]).mean() > 1
+    finally:
+        service.close()

@@ -9,6 +9,7 @@ read requests and map `RequestError` to a JSON answer. Every upload goes through
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import time
@@ -163,7 +164,8 @@ class Service:
         threads: int | None = None,
         warn: Callable[[str], None] = print,
     ) -> "Service":
-        """Open every bundled style and every .onnx in `models` (theirs win a name clash).
+        """Open every bundled style and every .onnx in `models` (theirs win a name clash); a
+        model of several styles is served as one style per name, "<file stem>:<style>".
 
         A model that cannot be used costs a `warn` line; none usable is a StylenetError. Threads:
         onnxruntime's default for one worker, else the cores shared out between the workers.
@@ -174,9 +176,15 @@ class Service:
         stylizers = {}
         for name, path in find_models(models, warn).items():
             try:
-                stylizers[name] = Stylizer(path, threads=threads)
+                stylizer = Stylizer(path, threads=threads)
             except StylenetError as e:
                 warn(f"skipped: {e}")
+                continue
+            styles = stylizer.style_names
+            if len(styles) == 1:
+                stylizers[name] = stylizer
+            else:  # copies that share the one session
+                stylizers |= {f"{name}:{style}": stylizer.using(style) for style in styles}
         if not stylizers:
             where = f" or in {models}" if models else "; --models DIR serves your own .onnx files"
             raise StylenetError(
@@ -195,13 +203,19 @@ class Service:
         styles = []
         for name, stylizer in self.stylizers.items():
             meta = stylizer.metadata
+            style = {
+                key: meta.get(f"style_{key}") for key in ("painting", "artist", "year", "licence")
+            }
+            for entry in json.loads(meta.get("style_cards", "[]")):  # one of several styles
+                if entry["name"] == stylizer.style:
+                    style = {key: entry[key] for key in style}
             styles.append(
                 {
                     "name": name,
-                    "painting": meta.get("style_painting") or stylizer.style,
-                    "artist": meta.get("style_artist"),
-                    "year": meta.get("style_year"),
-                    "licence": meta.get("style_licence"),
+                    "painting": style["painting"] or stylizer.style,
+                    "artist": style["artist"],
+                    "year": style["year"],
+                    "licence": style["licence"],
                     "card": card(meta),
                     "thumbnail": f"/api/styles/{quote(name, safe='')}/thumbnail",
                 }
