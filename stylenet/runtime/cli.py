@@ -235,11 +235,7 @@ def open_style(
     stylizer = Stylizer(model, providers, threads, tile)
     if style is not None:
         return stylizer.using(style)
-    if len(stylizer.style_names) > 1:
-        raise StylenetError(
-            f"{model} holds {len(stylizer.style_names)} styles "
-            f"({', '.join(stylizer.style_names)}): choose one or a blend with --style"
-        )
+    stylizer.require_style()  # before any file, not once per file
     return stylizer
 
 

@@ -247,17 +247,19 @@ class Stylizer:
         (stats,) = self.session.run([STATS_NAME], feeds | self._style_feed())
         return stats[:1]
 
-    def _style_feed(self) -> dict[str, np.ndarray]:
-        """The style weights input, for a model of several styles."""
-        if len(self.style_names) == 1:
-            return {}
-        if self.weights is None:
+    def require_style(self) -> None:
+        """Refuse, in one line, a model of several styles with none chosen (`using`)."""
+        if len(self.style_names) > 1 and self.weights is None:
             raise StylenetError(
                 f"{self.path} holds {len(self.style_names)} styles "
-                f"({', '.join(self.style_names)}): choose one or a blend (--style NAME, "
-                "--style NAME:0.7,NAME:0.3; Stylizer.using)"
+                f"({', '.join(self.style_names)}): choose one or a blend with --style NAME or "
+                "NAME:0.7,NAME:0.3 (in Python: Stylizer.using)"
             )
-        return {STYLE_WEIGHTS_NAME: self.weights}
+
+    def _style_feed(self) -> dict[str, np.ndarray]:
+        """The style weights input, for a model of several styles."""
+        self.require_style()
+        return {} if self.weights is None else {STYLE_WEIGHTS_NAME: self.weights}
 
     def _stylize_tiled(
         self, rgb: np.ndarray, tile: int, strength: float, preserve_color: bool

@@ -159,17 +159,16 @@ class ClipStylizer:
             # first frame's grid; grid - 1 pixels in all: every frame has the same size.
             pad = ((top, grid - 1 - top), (left, grid - 1 - left), (0, 0))
             rgb = np.pad(rgb, pad, mode="reflect")
-        tile = self.stylizer.tile_for(*rgb.shape[:2])
+        stylizer = self.stylizer
+
+        def run(window: np.ndarray) -> np.ndarray:
+            return _finish(window, stylizer.run(window, stats), 1.0, False)
+
+        tile = stylizer.tile_for(*rgb.shape[:2])
         if tile:
-            stylizer = self.stylizer
-
-            def run(window: np.ndarray) -> np.ndarray:
-                return _finish(window, stylizer.run(window, stats), 1.0, False)
-
             out = stylize_in_tiles(rgb, tile, stylizer.overlap, grid, run)
         else:
-            batch = rgb[None].astype(np.float32) / 255
-            out = _finish(batch, self.stylizer.run(batch, stats), 1.0, False)[0]
+            out = run(rgb[None].astype(np.float32) / 255)[0]
         return out[top : top + height, left : left + width]
 
 

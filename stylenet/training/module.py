@@ -52,7 +52,9 @@ class StyleTransferModule(pl.LightningModule):
     def forward(self, photos: torch.Tensor, style: int = 0) -> torch.Tensor:
         """The photos in style number `style`."""
         count = len(self.hparams.style_images)
-        weights = F.one_hot(torch.tensor([style]), count).float().to(photos.device)
+        weights = None
+        if count > 1:
+            weights = F.one_hot(torch.tensor([style]), count).float().to(photos.device)
         with self.network.styled(weights):
             return self.network(photos)
 

@@ -164,8 +164,7 @@ def initial_network(cfg: DictConfig, parent: "Checkpoint | None" = None) -> Any:
     painting's network, whose photo-reconstruction part carries over)."""
     from hydra.utils import instantiate
 
-    count = len(style_configs(cfg))
-    network = instantiate(cfg.network, **({"styles": count} if count > 1 else {}))
+    network = instantiate(cfg.network, **({"styles": len(cfg.styles)} if cfg.styles else {}))
     if parent is not None:
         try:
             network.load_state_dict(parent.network.state_dict())
