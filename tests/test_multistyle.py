@@ -21,7 +21,7 @@ from stylenet.runtime.quantize import quantize_model
 from stylenet.runtime.serve.service import Service
 from stylenet.runtime.stylizer import Stylizer
 from stylenet.training.export import load_checkpoint
-from stylenet.training.train import train
+from stylenet.training.train import initial_network, train
 
 
 def test_two_styles_train_in_one_network(tmp_path, photo_folder):
@@ -53,6 +53,21 @@ def test_styles_must_exist_and_differ(tmp_path, photo_folder):
     ]:
         with pytest.raises(StylenetError, match=message):
             train(compose_train(tmp_path / styles, f"data.root={photo_folder}", f"styles={styles}"))
+
+
+def test_a_new_style_starts_from_a_network_of_several(tmp_path):
+    """init_from a 2-style network, one style trained: the shared convolutions as they are, each
+    norm's scale and shift the average of the two styles' (their even blend)."""
+    ckpt = make_checkpoint(tmp_path / "two.ckpt", styles=2)
+    parent = load_checkpoint(ckpt)
+    cfg = compose_train(tmp_path / "run", "network.num_res_blocks=1", f"init_from={ckpt}")
+    network = initial_network(cfg, parent).eval()
+    assert network.styles == 1
+    photos = torch.rand(1, 3, 32, 32)
+    with torch.no_grad(), parent.network.styled(torch.tensor([[0.5, 0.5]])):
+        blend = parent.network(photos)
+    with torch.no_grad():
+        torch.testing.assert_close(network(photos), blend)
 
 
 def test_export_takes_style_weights(tmp_path):

@@ -20,6 +20,7 @@ from stylenet.training.loss import PerceptualLoss
 from stylenet.training.module import StyleTransferModule
 from stylenet.training.network import TransformerNet
 from stylenet.training.train import initial_network, max_steps_chosen, train
+from stylenet.training.warm_start import parent_path
 
 
 def _network_from(checkpoint_path) -> TransformerNet:
@@ -158,6 +159,57 @@ def test_init_from_starts_from_another_runs_weights(tmp_path, photo_folder):
     wider = compose_train(tmp_path / "wide", data, "network.width=16", f"init_from={source}")
     with pytest.raises(StylenetError, match="another network shape"):
         initial_network(wider, load_checkpoint(source))
+
+
+def test_trainable_norms_trains_only_the_norms(tmp_path, photo_folder):
+    """trainable=norms: after training, every convolution is bit-identical to the parent's and
+    the norms' scales and shifts have moved; only they are in the optimizer's state."""
+    data = f"data.root={photo_folder}"
+    train(compose_train(tmp_path / "mosaic", data, "trainer.max_steps=2"))
+    source = tmp_path / "mosaic" / "checkpoints" / "last.ckpt"
+    warm = [data, "style=wave", f"init_from={source}", "trainable=norms", "trainer.max_steps=3"]
+    train(compose_train(tmp_path / "wave", *warm))
+    parent = torch.load(source, weights_only=False)
+    child = torch.load(tmp_path / "wave" / "checkpoints" / "last.ckpt", weights_only=False)
+    norms = {f"network.{name}" for name, _ in _norm_parameters(_network_from(source))}
+    assert norms and len(norms) < len(child["state_dict"])
+    for key, value in child["state_dict"].items():
+        same = torch.equal(value, parent["state_dict"][key])
+        assert same != (key in norms), key
+    (state,) = child["optimizer_states"]
+    assert len(state["state"]) == len(norms)
+    with pytest.raises(StylenetError, match="init_from="):
+        initial_network(compose_train(tmp_path / "x", data, "trainable=norms"))
+    with pytest.raises(StylenetError, match="trainable: one of all, norms"):
+        initial_network(compose_train(tmp_path / "x", data, "trainable=convs"))
+
+
+def _norm_parameters(network: TransformerNet):
+    return [
+        (f"{name}.{key}", value)
+        for name, module in network.named_modules()
+        if module in network.norms()
+        for key, value in module.named_parameters()
+    ]
+
+
+def test_init_from_a_bundled_style_starts_from_the_shipped_model(tmp_path):
+    """init_from=starry_night: the bundled warm-start weights, which compute what the shipped
+    ONNX model computes; an unknown name lists the bundled ones."""
+    from stylenet.runtime.stylizer import Stylizer
+    from stylenet.training.warm_start import bundled_names
+
+    assert "starry_night" in bundled_names()
+    full = ["network.width=8", "network.num_res_blocks=4", "init_from=starry_night"]
+    cfg = compose_train(tmp_path / "run", *full)
+    network = initial_network(cfg, load_checkpoint(parent_path(cfg.init_from))).eval()
+    photo = torch.randint(0, 256, (48, 40, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        ours = network(photo.permute(2, 0, 1)[None] / 255).clamp(0, 1)[0].permute(1, 2, 0)
+    shipped = torch.from_numpy(Stylizer("starry_night").stylize(photo.numpy())).float()
+    assert (ours * 255 - shipped).abs().max() <= 1.0
+    with pytest.raises(StylenetError, match=r"init_from vermeer: .* \(.*starry_night.*\)"):
+        parent_path("vermeer")
 
 
 def test_checkpoint_holds_the_network_and_config_only(tmp_path, photo_folder):

@@ -101,4 +101,5 @@ class StyleTransferModule(pl.LightningModule):
             random.setstate(checkpoint["rng_states"]["python"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.network.parameters())
+        # All of it, or only the norms' scales and shifts (trainable=norms: the rest is frozen).
+        return self.optimizer_factory(p for p in self.network.parameters() if p.requires_grad)

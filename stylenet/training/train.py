@@ -17,6 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from stylenet.errors import StylenetError
 from stylenet.training.app import check_settings, choices, hydra_app, user_error
 from stylenet.training.paths import CONFIG_DIR
+from stylenet.training.warm_start import (
+    TRAINABLE,
+    parent_path,
+    parent_weights,
+    record,
+    train_only_norms,
+)
 
 if TYPE_CHECKING:
     from stylenet.training.data import PhotoDataModule
@@ -43,7 +50,7 @@ def train(cfg: DictConfig) -> None:
     log.info("run folder: %s", cfg.paths.output_dir)
     datamodule, loss = check_inputs(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    parent = load_checkpoint(cfg.init_from) if cfg.init_from else None
+    parent = load_checkpoint(parent_path(cfg.init_from)) if cfg.init_from else None
     module = StyleTransferModule(
         network=initial_network(cfg, parent),
         loss=loss,
@@ -105,9 +112,10 @@ def check_inputs(cfg: DictConfig) -> tuple["PhotoDataModule", "PerceptualLoss"]:
     from stylenet.training.data import load_style_image
 
     check_settings(cfg)
-    for key in ("ckpt_path", "init_from"):
-        if cfg[key] and not Path(cfg[key]).is_file():
-            raise StylenetError(f"{key} not found: {cfg[key]}")
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise StylenetError(f"ckpt_path not found: {cfg.ckpt_path}")
+    if cfg.init_from:
+        parent_path(cfg.init_from)
     for style in style_configs(cfg):
         load_style_image(style.image, cfg.style.size)
     datamodule = instantiate(cfg.data)
@@ -161,13 +169,20 @@ def style_configs(cfg: DictConfig) -> list[DictConfig]:
 def initial_network(cfg: DictConfig, parent: "Checkpoint | None" = None) -> Any:
     """The network to train: cfg.network, with a style per entry of `styles`, and the weights of
     `parent`, the checkpoint that `init_from` names (warm start: a painting learned from another
-    painting's network, whose photo-reconstruction part carries over)."""
+    painting's network, whose photo-reconstruction part carries over), of which only the norms
+    train with `trainable=norms`."""
     from hydra.utils import instantiate
 
+    if cfg.trainable not in TRAINABLE:
+        raise StylenetError(f"trainable: one of {', '.join(TRAINABLE)}, not {cfg.trainable!r}")
+    if cfg.trainable == "norms" and not cfg.init_from:
+        raise StylenetError("trainable=norms trains on another network's convolutions: init_from=")
     network = instantiate(cfg.network, **({"styles": len(cfg.styles)} if cfg.styles else {}))
+    if cfg.trainable == "norms":
+        train_only_norms(network)
     if parent is not None:
         try:
-            network.load_state_dict(parent.network.state_dict())
+            network.load_state_dict(parent_weights(parent, network.styles))
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
             raise StylenetError(
@@ -219,7 +234,7 @@ def run_config(cfg: DictConfig, parent: "Checkpoint | None" = None) -> dict:
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     kept = [_portable(o) for o in overrides if not o.startswith(("ckpt_path=", "hydra."))]
     if parent is not None:
-        config["warm_start"] = warm_start_record(parent, cfg.init_from)
+        config["warm_start"] = record(parent, cfg.init_from)
     config["command"] = " ".join(["python train.py", *kept])
     return config
 
@@ -230,21 +245,6 @@ def _portable(override: str) -> str:
 
     key, sep, value = override.partition("=")
     return f"{key}={portable(value)}" if sep else override
-
-
-def warm_start_record(parent: "Checkpoint", path: str) -> dict[str, Any]:
-    """What the `init_from` checkpoint at `path` is, for the model card: its painting, steps,
-    training time and command, and its own warm start, so a card tells the whole training a model
-    had."""
-    style = parent.config.get("style") or {}
-    return {
-        "file": Path(path).name,
-        "painting": style.get("painting") or style.get("name") or "unknown",
-        "steps": parent.steps,
-        "seconds": parent.seconds,
-        "command": parent.config.get("command") or "unknown",
-        "warm_start": parent.config.get("warm_start"),
-    }
 
 
 main = hydra_app("train")(train)
