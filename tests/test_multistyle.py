@@ -20,7 +20,7 @@ from stylenet.runtime.images import load_image
 from stylenet.runtime.quantize import quantize_model
 from stylenet.runtime.serve.service import Service
 from stylenet.runtime.stylizer import Stylizer
-from stylenet.training.export import load_checkpoint
+from stylenet.training.export import Checkpoint, load_checkpoint
 from stylenet.training.train import initial_network, train
 
 
@@ -68,6 +68,12 @@ def test_a_new_style_starts_from_a_network_of_several(tmp_path):
         blend = parent.network(photos)
     with torch.no_grad():
         torch.testing.assert_close(network(photos), blend)
+    # And back: a network of two styles from that one starts both from its scales and shifts.
+    again = compose_train(tmp_path / "again", "network.num_res_blocks=1", "styles=[wave,udnie]")
+    pair = initial_network(again, Checkpoint(network, {}, 0, {}))
+    for weights in ([[1.0, 0.0]], [[0.0, 1.0]]):
+        with torch.no_grad(), pair.styled(torch.tensor(weights)):
+            torch.testing.assert_close(pair(photos), blend)
 
 
 def test_export_takes_style_weights(tmp_path):

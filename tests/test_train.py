@@ -171,7 +171,7 @@ def test_trainable_norms_trains_only_the_norms(tmp_path, photo_folder):
     train(compose_train(tmp_path / "wave", *warm))
     parent = torch.load(source, weights_only=False)
     child = torch.load(tmp_path / "wave" / "checkpoints" / "last.ckpt", weights_only=False)
-    norms = {f"network.{name}" for name, _ in _norm_parameters(_network_from(source))}
+    norms = {f"network.{name}" for name in _network_from(source).style_parameter_names()}
     assert norms and len(norms) < len(child["state_dict"])
     for key, value in child["state_dict"].items():
         same = torch.equal(value, parent["state_dict"][key])
@@ -182,15 +182,6 @@ def test_trainable_norms_trains_only_the_norms(tmp_path, photo_folder):
         initial_network(compose_train(tmp_path / "x", data, "trainable=norms"))
     with pytest.raises(StylenetError, match="trainable: one of all, norms"):
         initial_network(compose_train(tmp_path / "x", data, "trainable=convs"))
-
-
-def _norm_parameters(network: TransformerNet):
-    return [
-        (f"{name}.{key}", value)
-        for name, module in network.named_modules()
-        if module in network.norms()
-        for key, value in module.named_parameters()
-    ]
 
 
 def test_init_from_a_bundled_style_starts_from_the_shipped_model(tmp_path):

@@ -260,6 +260,15 @@ class TransformerNet(nn.Module):
         """The instance norms, in the order they run."""
         return [m for m in self.modules() if isinstance(m, InstanceNorm)]
 
+    def style_parameter_names(self) -> set[str]:
+        """The state-dict keys of the norms' scales and shifts: all that is a style's own."""
+        return {
+            f"{name}.{key}"
+            for name, module in self.named_modules()
+            if isinstance(module, InstanceNorm)
+            for key in ("weight", "bias")
+        }
+
     def norm_channels(self) -> list[int]:
         """Channels of each instance norm, in order: each has a mean and a variance per channel."""
         return [norm.num_features for norm in self.norms()]

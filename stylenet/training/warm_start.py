@@ -47,18 +47,25 @@ def parent_path(init_from: str) -> Path:
 def parent_weights(parent: "Checkpoint", styles: int) -> dict[str, Any]:
     """The parent's weights for a network of `styles` styles. A one-style network started from
     a network of several gets their average scales and shifts (the only [styles, channels]
-    tensors): a start between its paintings, none of them favoured."""
+    tensors): a start between its paintings, none of them favoured. A network of several started
+    from a one-style one starts each style from the parent's."""
     weights = parent.network.state_dict()
+    norms = parent.network.style_parameter_names()
     if parent.network.styles > 1 and styles == 1:
-        return {key: value.mean(0) if value.dim() == 2 else value for key, value in weights.items()}
+        return {key: value.mean(0) if key in norms else value for key, value in weights.items()}
+    if parent.network.styles == 1 and styles > 1:
+        return {
+            key: value.expand(styles, -1) if key in norms else value
+            for key, value in weights.items()
+        }
     return weights
 
 
 def train_only_norms(network: "TransformerNet") -> None:
     """Freeze everything but the instance norms' scales and shifts."""
-    network.requires_grad_(False)
-    for norm in network.norms():
-        norm.requires_grad_(True)
+    names = network.style_parameter_names()
+    for name, parameter in network.named_parameters():
+        parameter.requires_grad_(name in names)
 
 
 def record(parent: "Checkpoint", init_from: str) -> dict[str, Any]:
