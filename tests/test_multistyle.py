@@ -97,7 +97,7 @@ def test_export_takes_style_weights(tmp_path):
     assert np.abs(first - second).mean() > 1e-3
     # A blend is neither style: its norms scale and shift halfway.
     assert np.abs(half - first).mean() > 1e-4 and np.abs(half - second).mean() > 1e-4
-    with pytest.raises(StylenetError, match="plain form is for one-style"):
+    with pytest.raises(StylenetError, match="export-plain MODEL --style NAME"):
         run_export(f"ckpt={ckpt}", f"output={tmp_path / 'plain.onnx'}", "plain=true")
 
 
@@ -149,6 +149,30 @@ def test_blends_from_the_command_line(two_styles, tmp_path):
     assert code == 1 and "a blend needs one model of several styles" in stderr
     code, stdout, _ = stylenet("info", two_styles)
     assert "wave: The Great Wave off Kanagawa, Katsushika Hokusai (c. 1831)" in stdout
+
+
+def test_plain_form_of_one_blend(two_styles, tmp_path):
+    """export-plain --style: the style weights become a constant; the plain file paints what the
+    model paints in that blend, and names it."""
+    out = tmp_path / "plain.onnx"
+    code, _, stderr = stylenet("export-plain", two_styles, "-o", out)
+    assert code == 1 and "choose one or a blend with --style" in stderr and not out.exists()
+    blend = "starry_night:0.7,wave:0.3"
+    code, stdout, stderr = stylenet("export-plain", two_styles, "-o", out, "--style", blend)
+    assert code == 0, stderr
+    plain = Stylizer(out)
+    assert [i.name for i in plain.session.get_inputs()] == ["image"]
+    assert plain.style_names == ["starry_night70+wave30"]
+    photo = load_image(PHOTOS[1]).rgb[:80, :96]
+    wanted = Stylizer(two_styles).stylize(photo, style=blend).astype(int)
+    assert np.abs(plain.stylize(photo).astype(int) - wanted).max() <= 1
+    assert (
+        np.abs(
+            plain.stylize(photo).astype(int)
+            - Stylizer(two_styles).stylize(photo, style="wave").astype(int)
+        ).mean()
+        > 1
+    )
 
 
 def test_int8_copy_keeps_both_styles(two_styles, tmp_path):

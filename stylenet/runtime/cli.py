@@ -533,8 +533,15 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
     help="A graph for images of this size only, its shape arithmetic folded: what OpenCV 4 "
     "(4.9 and later) loads. Default: any size (onnxruntime, OpenCV 5).",
 )
+@click.option(
+    "--style",
+    "-s",
+    help="For a model of several styles: one of them, or a blend such as a:0.7,b:0.3.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-def export_plain(model: str, output: Path, size: tuple[int, int] | None, overwrite: bool) -> None:
+def export_plain(
+    model: str, output: Path, size: tuple[int, int] | None, style: str | None, overwrite: bool
+) -> None:
     """Write the plain form of MODEL (a bundled style's name or an .onnx file): only `image` in
     and `stylized` out, without the tiling interface, for runtimes other than onnxruntime. It is
     checked against MODEL in onnxruntime before it is written; it cannot be tiled.
@@ -544,11 +551,12 @@ def export_plain(model: str, output: Path, size: tuple[int, int] | None, overwri
     with needs_onnx("stylenet export-plain"):
         from stylenet.runtime.plain import plain_model
     try:
-        plain_model(model, output, size, overwrite)
+        plain_model(model, output, size, overwrite, style)
     except StylenetError as e:
         raise click.ClickException(str(e)) from None
     only = f", {size[1]}x{size[0]} px images only" if size else ""
-    click.echo(f"wrote {output}: the plain form of {model}{only}")
+    which = f" in {style}" if style else ""
+    click.echo(f"wrote {output}: the plain form of {model}{which}{only}")
 
 
 @main.command()

@@ -12,10 +12,14 @@ folded into an initializer. No BOOL tensor, If or Optional is left, and in onnxr
 form computes the model's pixels exactly. OpenCV 5 loads the plain form of any size, OpenCV 4 (4.9
 and later; 4.8 computes ReduceMean wrong at some sizes) the fixed-size one.
 
+A model of several styles has a plain form per style or blend: its `style_weights` input becomes
+a constant, the style chosen as `Stylizer.using` takes it.
+
 Needs the `onnx` package (pip install 'stylenet[quantize]'), never torch.
 """
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +35,7 @@ from stylenet.runtime.stylizer import (
     OPTIONAL_INPUTS,
     OUTPUT_NAME,
     STATS_NAME,
+    STYLE_WEIGHTS_NAME,
     Stylizer,
 )
 
@@ -47,21 +52,27 @@ def plain_model(
     output: str | Path,
     size: tuple[int, int] | None = None,
     overwrite: bool = False,
+    style: str | Mapping[str, float] | None = None,
 ) -> float:
     """Write the plain form (`plain_graph`) of an exported model (a bundled style's name or an
     .onnx file) to `output`, only if onnxruntime gives the model's pixels with it; returns the
     largest difference measured.
 
     `size` (height, width): a graph for one image of that size (what OpenCV 4 loads); None:
-    any batch, height and width.
+    any batch, height and width. `style`: for a model of several styles, which one or which
+    blend (as `Stylizer.using` takes it).
     """
     path, output, size = model_path(model), Path(output), fixed_size(size)
     if output.exists() and not overwrite:
         raise StylenetError(f"{output} exists (overwrite to replace it)")
-    Stylizer(path)  # one-line errors for files that are not stylenet models
+    stylizer = Stylizer(path)  # one-line errors for files that are not stylenet models
+    if style is not None:
+        stylizer = stylizer.using(style)
+    stylizer.require_style()
     full = onnx.load(path)
-    plain = plain_graph(full, size)
-    difference = max_difference(full, plain, [(1, *size)] if size else CHECK_SIZES)
+    plain = plain_graph(full, size, stylizer.weights, stylizer.style)
+    sizes = [(1, *size)] if size else CHECK_SIZES
+    difference = max_difference(full, plain, sizes, stylizer.weights)
     if not difference <= TOLERANCE:  # also refuses NaN
         raise StylenetError(
             f"the plain form of {path} differs from it by {difference:.2e} > {TOLERANCE:.0e}: "
@@ -72,15 +83,27 @@ def plain_model(
     return difference
 
 
-def plain_graph(model: onnx.ModelProto, size: Sequence[int] | None = None) -> onnx.ModelProto:
+def plain_graph(
+    model: onnx.ModelProto,
+    size: Sequence[int] | None = None,
+    style_weights: np.ndarray | None = None,
+    style: str | None = None,
+) -> onnx.ModelProto:
     """`model` as a graph with only `image` in and `stylized` out, computing what `model`
     computes when fed only `image`: any batch, height and width, or with `size` (height,
-    width) one 1 x 3 x height x width image, its shape arithmetic folded. `model` is left as is.
+    width) one 1 x 3 x height x width image, its shape arithmetic folded. A model of several
+    styles needs `style_weights` ([1, styles]) and the name of that style or blend, `style`.
+    `model` is left as is.
     """
     size = fixed_size(size)
     plain = onnx.ModelProto()
     plain.CopyFrom(model)
     graph = plain.graph
+    props = {prop.key: prop.value for prop in plain.metadata_props}
+    if graph.input[-1].name == STYLE_WEIGHTS_NAME:
+        if style_weights is None or style is None:
+            raise StylenetError("a model of several styles: its plain form is for one of them")
+        _fix_style(graph, props, style_weights, style)
     outputs = [value.name for value in graph.output]
     if outputs != [OUTPUT_NAME, STATS_NAME]:
         raise StylenetError(
@@ -97,7 +120,6 @@ def plain_graph(model: onnx.ModelProto, size: Sequence[int] | None = None) -> on
     _remove_unused(graph)
     plain.ir_version = onnx.helper.find_min_ir_version_for(plain.opset_import)
     shape = "any batch, height and width" if size is None else f"one image, {size[1]}x{size[0]} px"
-    props = {prop.key: prop.value for prop in plain.metadata_props}
     props["convention"] = (
         f"plain form: input '{INPUT_NAME}', output '{OUTPUT_NAME}' only: float32 NCHW RGB in "
         f"[0, 1], {shape}; output clamped to [0, 1], same size as the input; not tileable"
@@ -105,6 +127,22 @@ def plain_graph(model: onnx.ModelProto, size: Sequence[int] | None = None) -> on
     onnx.helper.set_model_props(plain, props)
     onnx.checker.check_model(plain, full_check=True)
     return plain
+
+
+def _fix_style(
+    graph: onnx.GraphProto, props: dict[str, str], weights: np.ndarray, style: str
+) -> None:
+    """The style weights input as the constant `weights`, and the metadata of that one style or
+    blend, `style`: its name and the cards of the styles in it."""
+    graph.initializer.append(
+        numpy_helper.from_array(weights.astype(np.float32), STYLE_WEIGHTS_NAME)
+    )
+    _replace(graph.input, [value for value in graph.input if value.name != STYLE_WEIGHTS_NAME])
+    names = json.loads(props.pop("style_names"))
+    used = {name for name, weight in zip(names, weights[0], strict=True) if weight > 0}
+    cards = [card for card in json.loads(props["style_cards"]) if card["name"] in used]
+    props["style_cards"] = json.dumps(cards)
+    props["style_name"] = style
 
 
 def fixed_size(size: object) -> tuple[int, int] | None:
@@ -121,10 +159,14 @@ def fixed_size(size: object) -> tuple[int, int] | None:
 
 
 def max_difference(
-    full: onnx.ModelProto, plain: onnx.ModelProto, sizes: Iterable[tuple[int, int, int]]
+    full: onnx.ModelProto,
+    plain: onnx.ModelProto,
+    sizes: Iterable[tuple[int, int, int]],
+    style_weights: np.ndarray | None = None,
 ) -> float:
     """Largest |plain - full| in onnxruntime over random images of the given (batch, height,
-    width); infinite where the shapes differ."""
+    width), the full model fed `style_weights` where it has several styles; infinite where the
+    shapes differ."""
     sessions = [
         ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         for model in (full, plain)
@@ -133,7 +175,9 @@ def max_difference(
     worst = 0.0
     for batch, height, width in sizes:
         feeds = {INPUT_NAME: rng.random((batch, 3, height, width), dtype=np.float32)}
-        expected, actual = (session.run([OUTPUT_NAME], feeds)[0] for session in sessions)
+        style = {} if style_weights is None else {STYLE_WEIGHTS_NAME: style_weights}
+        expected = sessions[0].run([OUTPUT_NAME], {**feeds, **style})[0]
+        actual = sessions[1].run([OUTPUT_NAME], feeds)[0]
         if actual.shape != expected.shape:
             return float("inf")
         worst = max(worst, float(np.abs(actual - expected).max()))

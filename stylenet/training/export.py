@@ -432,8 +432,8 @@ def export_checkpoint(
     checkpoint = load_checkpoint(ckpt)
     if plain and checkpoint.network.styles > 1:
         raise StylenetError(
-            f"{ckpt} holds {checkpoint.network.styles} styles: the plain form is for one-style "
-            "networks (its only input is the image)"
+            f"{ckpt} holds {checkpoint.network.styles} styles: export the model, then write the "
+            "plain form of one style or blend with `stylenet export-plain MODEL --style NAME`"
         )
     model = to_onnx(checkpoint.network, opset)
     props = metadata(checkpoint)
