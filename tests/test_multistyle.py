@@ -160,6 +160,7 @@ def test_plain_form_of_one_blend(two_styles, tmp_path):
     blend = "starry_night:0.7,wave:0.3"
     code, stdout, stderr = stylenet("export-plain", two_styles, "-o", out, "--style", blend)
     assert code == 0, stderr
+    assert f"the plain form of {two_styles} in {blend}" in stdout
     plain = Stylizer(out)
     assert [i.name for i in plain.session.get_inputs()] == ["image"]
     assert plain.style_names == ["starry_night70+wave30"]
