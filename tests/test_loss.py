@@ -205,3 +205,24 @@ def test_negative_weight_is_refused():
         PerceptualLoss({"relu1_2": -1.0, "relu2_2": 1.0})
     with pytest.raises(StylenetError, match="at least one weight must be positive"):
         PerceptualLoss({"relu1_2": 0.0})
+
+
+def test_mean_covariance_matches_an_independent_computation(reference_vgg):
+    """style_statistics=mean_covariance: per layer, the mean of the relative distances of the
+    channel means and of the centred Gram matrices; zero for the style image itself."""
+    style = load_style_image(STYLES / "the_scream.jpg", 96)
+    output = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    loss = PerceptualLoss(STYLE_LAYERS, style_statistics="mean_covariance")
+    loss.set_style(style)
+    fs, fo = (_reference_features(reference_vgg, t) for t in (style, output))
+    errors = []
+    for name in STYLE_LAYERS:
+        ms, mo = fs[name].mean((2, 3)), fo[name].mean((2, 3))
+        cs, co = (_np_gram(f - f.mean((2, 3), keepdims=True)) for f in (fs[name], fo[name]))
+        mean_error = ((mo - ms) ** 2).sum(1) / (ms**2).sum()
+        cov_error = ((co - cs) ** 2).sum((1, 2)) / (cs**2).sum()
+        errors.append(np.mean((mean_error + cov_error) / 2))
+    assert loss(output, output)["style"].item() == pytest.approx(np.mean(errors), rel=1e-4)
+    assert loss(style, style)["style"].item() == pytest.approx(0, abs=1e-6)
+    with pytest.raises(StylenetError, match=r"loss\.style_statistics: one of gram, mean_cov"):
+        PerceptualLoss(style_statistics="histogram")

@@ -19,6 +19,9 @@ from torch import nn
 from stylenet.errors import StylenetError, check_number
 
 VGG_WEIGHTS_ENV = "STYLENET_VGG_WEIGHTS"
+# What the style term matches per layer (PerceptualLoss.statistics): the Gram matrix (Gatys et al.),
+# or the channel means and the centred Gram matrix apart, each half the layer's term.
+STYLE_STATISTICS = ("gram", "mean_covariance")
 
 # torchvision's vgg16().features: 13 convolutions, each followed by a ReLU, in five blocks that end
 # with a max-pool. Name every ReLU the way the literature does (relu3_3 is the 3rd ReLU of block 3).
@@ -155,6 +158,15 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
         return gram / (c * h * w)
 
 
+def mean_and_covariance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel means (B, C) and the Gram matrix of the centred features (B, C, C), normalised
+    as `gram_matrix`'s; both in fp32. The Gram matrix is their sum (mean outer product weighted by
+    H*W/(C*H*W)): apart, each can be weighted as much as the other."""
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        mean = features.float().mean((2, 3), keepdim=True)
+        return mean.flatten(1), gram_matrix(features.float() - mean)
+
+
 def relative_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample ||x - target||^2 / ||target||^2 over all but the batch dimension."""
     dims = tuple(range(1, x.dim()))
@@ -189,6 +201,7 @@ class PerceptualLoss(nn.Module):
         content_weight: float = 1.0,
         tv_weight: float = 0.0,
         vgg_weights: str | None = None,
+        style_statistics: str = "gram",
     ):
         super().__init__()
         if not style_layers or not content_layers:
@@ -207,6 +220,12 @@ class PerceptualLoss(nn.Module):
             check_number(f"loss.style_layers.{name}", weight, 0)
         if not sum(style_layers.values()) > 0:
             raise StylenetError("loss.style_layers: at least one weight must be positive")
+        if style_statistics not in STYLE_STATISTICS:
+            raise StylenetError(
+                f"loss.style_statistics: one of {', '.join(STYLE_STATISTICS)}, "
+                f"not {style_statistics!r}"
+            )
+        self.style_statistics = style_statistics
         self.style_layers = list(style_layers)
         self.style_layer_weights = dict(style_layers)
         self.content_layers = list(content_layers)
@@ -222,9 +241,28 @@ class PerceptualLoss(nn.Module):
         style number `index` (0, 1, ... in turn for several)."""
         if not 0 <= index <= len(self.style_grams):
             raise ValueError(f"set style {len(self.style_grams)} before style {index}")
-        features = self.vgg(style, self.style_layers)
-        grams = {name: gram_matrix(f) for name, f in features.items()}
-        self.style_grams[index : index + 1] = [grams]
+        self.style_grams[index : index + 1] = [self.statistics(self.vgg(style, self.style_layers))]
+
+    def statistics(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the style term compares at each style layer: its Gram matrix; or with
+        style_statistics=mean_covariance the centred one, and the channel means ("<layer>/mean")."""
+        found = {}
+        for name in self.style_layers:
+            if self.style_statistics == "gram":
+                found[name] = gram_matrix(features[name])
+            else:
+                found[f"{name}/mean"], found[name] = mean_and_covariance(features[name])
+        return found
+
+    def layer_style_error(
+        self, found: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], name: str
+    ) -> torch.Tensor:
+        """The style error at layer `name` (batch mean): relative Gram distance; or the mean of
+        the relative covariance and mean distances."""
+        error = relative_error(found[name], target[name])
+        if self.style_statistics == "mean_covariance":
+            error = (error + relative_error(found[f"{name}/mean"], target[f"{name}/mean"])) / 2
+        return error.mean()
 
     def _apply(self, fn, *args, **kwargs):  # keep the Grams on the module's device and dtype
         self.style_grams = [{k: fn(v) for k, v in grams.items()} for grams in self.style_grams]
@@ -245,9 +283,9 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad():
             content_features = self.vgg(content, self.content_layers)
         weights = self.style_layer_weights
+        found = self.statistics(out_features)
         style = sum(
-            weights[name]
-            * relative_error(gram_matrix(out_features[name]), style_grams[name]).mean()
+            weights[name] * self.layer_style_error(found, style_grams, name)
             for name in self.style_layers
         ) / sum(weights.values())
         content_loss = torch.stack(
