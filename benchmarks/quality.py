@@ -5,10 +5,11 @@
 
 For each model (an exported .onnx or a train.py checkpoint), on a fixed subset of held-out photos
 (evenly spaced in ../shared/data/photos/val, longer side at most --size, never enlarged): the
-style and content errors and the edge correlation of stylenet.training.quality (higher keeps more
-of the photo's edges), with the style error of each VGG layer, the
-model's total training loss and its latency per image. A folder of another tool's results (one
-image per photo, named after it) is scored the same way, against the painting given by --style.
+style and content errors, the edge correlation (higher keeps more of the photo's edges) and the
+relu1_2 contrast (1: as much colour and fine-stroke variation as the painting) of
+stylenet.training.quality, with the style error of each VGG layer, the model's total training
+loss and its latency per image. A folder of another tool's results (one image per photo, named
+after it) is scored the same way, against the painting given by --style.
 Every model is measured against the painting at one scale (--style-size), whatever it was
 trained with. Then, for models, on the first --gatys-count photos at most --gatys-size px
 (smaller when time demands: ~0.4 s per L-BFGS step at 256 px, ~1.5 s at 481x321 on 2 CPU
@@ -41,7 +42,7 @@ from stylenet.training.export import Clamped, load_checkpoint
 from stylenet.training.loss import PerceptualLoss
 from stylenet.training.optimize import gatys_steps, load_photo, to_rgb
 from stylenet.training.paths import CONFIG_DIR, shared_data_dir
-from stylenet.training.quality import STYLE_LAYERS, Scorer
+from stylenet.training.quality import CONTRAST_LAYER, STYLE_LAYERS, Scorer
 
 DATA_DIR = shared_data_dir()
 CELL = 192  # height of a contact-sheet cell in pixels
@@ -60,12 +61,13 @@ class Model:
 
 @dataclass
 class Result:
-    """One stylized image's figures: errors, edge correlation, the style error of each VGG layer,
-    time."""
+    """One stylized image's figures: errors, edge correlation, contrast, the style error of each
+    VGG layer, time."""
 
     style: float
     content: float
     edges: float
+    contrast: float
     total: float
     seconds: float
     layers: dict[str, float]
@@ -222,7 +224,15 @@ def score(
     with torch.no_grad():
         total = float(loss(output, photo)["total"])
     layers = {name: errors[name] for name in STYLE_LAYERS}
-    return Result(errors["style"], errors["content"], errors["edges"], total, seconds, layers)
+    return Result(
+        errors["style"],
+        errors["content"],
+        errors["edges"],
+        errors["contrast"],
+        total,
+        seconds,
+        layers,
+    )
 
 
 def run_gatys(
@@ -261,8 +271,8 @@ TABLE_HEADER = (
     "| photos | method | style error | content error | edge correlation | total loss "
     "| time per image | "
     + " | ".join(f"{name} style" for name in STYLE_LAYERS)
-    + " |\n|---|---|---:|---:|---:|---:|---:|"
-    + "---:|" * len(STYLE_LAYERS)
+    + f" | {CONTRAST_LAYER} contrast |\n|---|---|---:|---:|---:|---:|---:|"
+    + "---:|" * (len(STYLE_LAYERS) + 1)
 )
 
 
@@ -273,7 +283,7 @@ def mean_row(label: str, photos: str, results: list[Result], time_text: str) -> 
     return (
         f"| {photos} | {label} | {mean.style:.3f} | {mean.content:.3f} | {mean.edges:.3f} "
         f"| {mean.total:.3f} "
-        f"| {time_text} | {layers} |"
+        f"| {time_text} | {layers} | {mean.contrast:.3f} |"
     )
 
 

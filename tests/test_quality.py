@@ -68,6 +68,13 @@ def test_scorer_with_the_real_vgg():
     same = scorer(style, style)
     assert same["style"].item() == pytest.approx(0, abs=1e-6)
     assert same["content"].item() == 0
+    assert same["contrast"].item() == pytest.approx(1, abs=1e-6)
+    # A wash of the painting's mean colour with a third of its contrast keeps less than half its
+    # relu1_2 variation, less than the style error says it lost.
+    mean = style.mean((2, 3), keepdim=True)
+    wash = scorer(mean + (style - mean) / 3, style)
+    assert 0.1 < wash["contrast"].item() < 0.4
+    assert wash["relu1_2"].item() < 1 - wash["contrast"].item()
     other = scorer(load_style_image(PHOTOS[1], 64)[..., :40, :40], style[..., :40, :40])
     assert other["style"].item() > 0.1 and other["content"].item() > 0.1
     layers = [other[name] for name in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")]

@@ -11,6 +11,11 @@ Both are ratios of norms, so they mean the same thing whichever VGG16 weights fi
   edges exactly. The content error does not see blur: a network that smeared the photo into soft
   bands of the painting's colours had a lower one than a peer that kept every edge (0.99 against
   1.02), and an edge correlation of 0.63 against 0.81.
+- contrast: the norm of the output's relu1_2 covariance (its centred Gram matrix) over the
+  painting's: how much of the painting's colour and fine-stroke variation there is, 1 as much.
+  The Gram matrix is mostly the channel means (docs/design.md, "The loss"), so the style error
+  misses a wash of the painting's mean colour: an orange-tinted Scream with a lower style error
+  than a peer had a contrast of 0.44 against 0.61.
 """
 
 from collections.abc import Mapping
@@ -19,10 +24,17 @@ import torch
 import torch.nn.functional as F
 
 from stylenet.errors import StylenetError
-from stylenet.training.loss import VGG16_LAYERS, VGGFeatures, gram_matrix, relative_error
+from stylenet.training.loss import (
+    VGG16_LAYERS,
+    VGGFeatures,
+    gram_matrix,
+    mean_and_covariance,
+    relative_error,
+)
 
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 CONTENT_LAYER = "relu3_3"
+CONTRAST_LAYER = "relu1_2"  # colours and the finest strokes
 # Edges at the scale of a photo's shapes, not of the strokes painted over them (512 px photos):
 # at 1 px the painting's own fine texture counts as lost edges, at 4 px blur barely shows.
 EDGE_SIGMA = 2.0
@@ -73,6 +85,11 @@ def edge_correlation(output: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
 
 
+def covariance_norm(features: torch.Tensor) -> torch.Tensor:
+    """Per-sample norm of the centred Gram matrix (B,)."""
+    return mean_and_covariance(features)[1].flatten(1).norm(dim=1)
+
+
 class Scorer:
     """Style and content errors against one style image, whose Grams are computed once.
 
@@ -89,6 +106,7 @@ class Scorer:
         with torch.no_grad():
             features = self.vgg(style.to(self.device), STYLE_LAYERS)
         self.style_grams = {name: gram_matrix(f) for name, f in features.items()}
+        self.style_covariance_norm = covariance_norm(features[CONTRAST_LAYER])
 
     @property
     def device(self) -> torch.device:
@@ -97,8 +115,8 @@ class Scorer:
     @torch.no_grad()
     def __call__(self, output: torch.Tensor, photo: torch.Tensor) -> dict[str, torch.Tensor]:
         """Figures per sample of `output`, the stylized `photo` (B, 3, H, W): "style", "content",
-        "edges" (the edge correlation) and the style error of each layer under its name
-        ("relu1_2", ...)."""
+        "edges" (the edge correlation), "contrast" and the style error of each layer under its
+        name ("relu1_2", ...)."""
         features = self.vgg(output.to(self.device), STYLE_LAYERS)
         photo_features = self.vgg(photo.to(self.device), (CONTENT_LAYER,))
         layers = layer_style_errors(features, self.style_grams)
@@ -106,5 +124,6 @@ class Scorer:
             "style": torch.stack(list(layers.values())).mean(0),  # the mean over the layers
             "content": content_error(features[CONTENT_LAYER], photo_features[CONTENT_LAYER]),
             "edges": edge_correlation(output, photo),
+            "contrast": covariance_norm(features[CONTRAST_LAYER]) / self.style_covariance_norm,
             **layers,
         }
