@@ -358,3 +358,18 @@ def test_default_step_count_on_a_cpu_is_announced(tmp_path, monkeypatch, caplog,
     ]
     assert len(said) == (not chosen)
     assert all("this CPU run is set for 0 steps" in m for m in said)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_machine_a_cpu_run_records(threads):
+    """The model card's machine: the CPU model and its thread count, in words."""
+    from stylenet.training.callbacks import cpu_name, machine
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        found = machine(pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False))
+    finally:
+        torch.set_num_threads(before)
+    assert found == f"{cpu_name()} ({threads} thread{'s' * (threads > 1)})"
+    assert cpu_name() and "\n" not in cpu_name()

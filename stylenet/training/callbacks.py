@@ -196,7 +196,8 @@ def machine(trainer: pl.Trainer) -> str:
     if isinstance(trainer.accelerator, pl.accelerators.CUDAAccelerator):
         device = torch.cuda.get_device_name()
     else:
-        device = f"{cpu_name()} ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        device = f"{cpu_name()} ({threads} thread{'s' if threads > 1 else ''})"
     return device if trainer.world_size == 1 else f"{trainer.world_size} x {device}"
 
 
