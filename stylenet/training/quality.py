@@ -14,8 +14,8 @@ Both are ratios of norms, so they mean the same thing whichever VGG16 weights fi
 - contrast: the norm of the output's relu1_2 covariance (its centred Gram matrix) over the
   painting's: how much of the painting's colour and fine-stroke variation there is, 1 as much.
   The Gram matrix is mostly the channel means (docs/design.md, "The loss"), so the style error
-  misses a wash of the painting's mean colour: an orange-tinted Scream with a lower style error
-  than a peer had a contrast of 0.44 against 0.61.
+  misses much of a wash of the painting's mean colour: an orange-tinted Scream with a lower
+  style error than a peer's bold one (0.488 against 0.585) had a contrast of 0.58 against 0.67.
 """
 
 from collections.abc import Mapping
