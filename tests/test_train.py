@@ -184,6 +184,37 @@ def test_trainable_norms_trains_only_the_norms(tmp_path, photo_folder):
         initial_network(compose_train(tmp_path / "x", data, "trainable=convs"))
 
 
+def test_slim_keeps_what_a_warm_start_needs(tmp_path, photo_folder, capsys):
+    """`python -m stylenet.training.warm_start CKPT`: the network, config, steps and time, no
+    optimizer state and no path of this machine; a warm start from it gets the same weights; an
+    existing file is kept unless --overwrite."""
+    from stylenet.training import warm_start
+
+    train(compose_train(tmp_path / "run", f"data.root={photo_folder}", "trainer.max_steps=2"))
+    source = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "bundled" / "mosaic.ckpt"
+    warm_start.main([str(source), "--output", str(out)])
+    assert capsys.readouterr().out.strip() == str(out)
+    full, slim = (torch.load(path, weights_only=False) for path in (source, out))
+    assert "optimizer_states" in full and set(slim) == {
+        "state_dict",
+        "hyper_parameters",
+        "global_step",
+        "callbacks",
+    }
+    assert slim["global_step"] == 2 and slim["callbacks"] == {
+        "TrainingClock": full["callbacks"]["TrainingClock"]
+    }
+    assert str(tmp_path) not in json.dumps(slim["hyper_parameters"], default=str)
+    assert out.stat().st_size < source.stat().st_size / 2
+    parent = load_checkpoint(parent_path(str(out)))
+    for key, value in load_checkpoint(source).network.state_dict().items():
+        assert torch.equal(parent.network.state_dict()[key], value), key
+    with pytest.raises(SystemExit, match="exists"):
+        warm_start.main([str(source), "--output", str(out)])
+    warm_start.main([str(source), "--output", str(out), "--overwrite"])
+
+
 def test_init_from_a_bundled_style_starts_from_the_shipped_model(tmp_path):
     """init_from=starry_night: the bundled warm-start weights, which compute what the shipped
     ONNX model computes; an unknown name lists the bundled ones."""
@@ -360,8 +391,8 @@ def test_default_step_count_on_a_cpu_is_announced(tmp_path, monkeypatch, caplog,
     assert all("this CPU run is set for 0 steps" in m for m in said)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_the_machine_a_cpu_run_records(threads):
+@pytest.mark.parametrize("threads, words", [(1, "(1 thread)"), (2, "(2 threads)")])
+def test_the_machine_a_cpu_run_records(threads, words):
     """The model card's machine: the CPU model and its thread count, in words."""
     from stylenet.training.callbacks import cpu_name, machine
 
@@ -371,5 +402,5 @@ def test_the_machine_a_cpu_run_records(threads):
         found = machine(pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False))
     finally:
         torch.set_num_threads(before)
-    assert found == f"{cpu_name()} ({threads} thread{'s' * (threads > 1)})"
+    assert found == f"{cpu_name()} {words}"
     assert cpu_name() and "\n" not in cpu_name()

@@ -354,7 +354,7 @@ def style_card(style: dict[str, Any] | None) -> dict[str, str]:
 
 def warm_start(record: dict[str, Any]) -> str:
     """The network a run started from (warm_start.record), and what that one started from:
-    "The Starry Night, 1000 steps, 2.2 h on <CPU> (1 threads): python train.py ..."."""
+    "The Starry Night, 1000 steps, 2.2 h on <CPU> (1 thread): python train.py ..."."""
     line = (
         f"{record['painting']}, {record['steps']} steps, {training_time(record['seconds'])}: "
         f"{record['command']}"

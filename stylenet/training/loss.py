@@ -163,8 +163,9 @@ def mean_and_covariance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     as `gram_matrix`'s; both in fp32. The Gram matrix is their sum (mean outer product weighted by
     H*W/(C*H*W)): apart, each can be weighted as much as the other."""
     with torch.autocast(device_type=features.device.type, enabled=False):
-        mean = features.float().mean((2, 3), keepdim=True)
-        return mean.flatten(1), gram_matrix(features.float() - mean)
+        features = features.float()
+        mean = features.mean((2, 3), keepdim=True)
+        return mean.flatten(1), gram_matrix(features - mean)
 
 
 def relative_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -82,22 +82,25 @@ def record(parent: "Checkpoint", init_from: str) -> dict[str, Any]:
     }
 
 
-def slim(checkpoint: Path, output: Path, overwrite: bool = False) -> None:
+def slim(checkpoint: Path, output: Path | None = None, overwrite: bool = False) -> Path:
     """Write `checkpoint`'s network weights, config (without this machine's paths), steps and
-    training time to `output`, in the form `export.load_checkpoint` reads."""
+    training time, in the form `export.load_checkpoint` reads, to `output` (default: the bundled
+    file of its style, BUNDLED_DIR/<style name>.ckpt); returns the path written."""
     import torch
 
     from stylenet.training.export import load_checkpoint, portable
 
-    load_checkpoint(checkpoint)  # refuses what is not a training checkpoint, in one line
+    config = load_checkpoint(checkpoint).config  # refuses what is not a training checkpoint
+    output = output or BUNDLED_DIR / f"{config['style']['name']}.ckpt"
     full = torch.load(checkpoint, map_location="cpu", weights_only=False)
     kept = {
         "state_dict": full["state_dict"],
-        "hyper_parameters": {"config": portable(full["hyper_parameters"]["config"])},
+        "hyper_parameters": {"config": portable(config)},
         "global_step": full.get("global_step", 0),
         "callbacks": {"TrainingClock": (full.get("callbacks") or {}).get("TrainingClock", {})},
     }
     write_atomically(output, lambda tmp: torch.save(kept, tmp), overwrite)
+    return output
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,14 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     args = parser.parse_args(argv)
     try:
-        from stylenet.training.export import load_checkpoint
-
-        name = load_checkpoint(args.checkpoint).config["style"]["name"]
-        output = args.output or BUNDLED_DIR / f"{name}.ckpt"
-        slim(args.checkpoint, output, args.overwrite)
+        print(slim(args.checkpoint, args.output, args.overwrite))
     except StylenetError as e:
         sys.exit(f"error: {e}")
-    print(output)
 
 
 if __name__ == "__main__":
