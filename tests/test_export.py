@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from onnx import numpy_helper
 from PIL import Image
 
 from helpers import (
@@ -31,6 +32,7 @@ from stylenet.training import export
 from stylenet.training.export_graph import (
     ExportForm,
     conv_to_pixel_blocks,
+    pixel_shuffle,
     upsample_conv3x3_phases,
     upsample_on_phases,
 )
@@ -123,6 +125,12 @@ def test_phase_upsampling_computes_the_layers_it_declares(size):
     assert_computes_upsample_conv(upsample_conv3x3_phases, upsample_on_phases, size)
 
 
+def test_pixel_shuffle_moves_the_same_numbers():
+    """The transposed-convolution pixel shuffle is torch's, bit for bit (one product by 1 each)."""
+    x = torch.randn(2, 3 * 4, 5, 7, dtype=torch.float64)
+    assert torch.equal(pixel_shuffle(x), F.pixel_shuffle(x, 2))
+
+
 @pytest.mark.parametrize("kernel", [9, 3])
 def test_conv_to_pixel_blocks_is_the_convolution_in_blocks(kernel: int):
     torch.manual_seed(0)
@@ -142,24 +150,32 @@ def test_export_form_computes_the_declared_network(width: int, stages: int, size
 def test_export_form(model: Path):
     """The graph computes at lower resolutions where it can (`export_graph.ExportForm`):
     - each upsampling as a convolution at the lower resolution to 4x the channels, then a
-      DepthToSpace: no upsampled image (Resize), no column buffer (ConvTranspose);
-    - the output conv on 2x2 pixel blocks, stride 2 to 4 x 3 channels, then a DepthToSpace;
+      pixel shuffle: no upsampled image (Resize);
+    - the output conv on 2x2 pixel blocks, stride 2 to 4 x 3 channels, then a pixel shuffle;
+    - each pixel shuffle a grouped ConvTranspose with one-hot 2x2 kernels, not a DepthToSpace;
     - for this slim network (width 8) the first layer too: stride 2 to 4 x 8 channels, and the
       stride-2 conv after it reads the blocks with a 2x2 kernel.
     Every kernel is an initializer (folded at export). The caller's network is left as it was.
     test_exported_model_matches_checkpoint_network checks that the function is the same."""
     graph = onnx.load(model).graph
     ops = [node.op_type for node in graph.node]
-    assert "ConvTranspose" not in ops and "Resize" not in ops
-    assert ops.count("DepthToSpace") == 2 + 1
+    assert "Resize" not in ops and "DepthToSpace" not in ops
     shapes = {init.name: list(init.dims) for init in graph.initializer}
+    shuffles = [node for node in graph.node if node.op_type == "ConvTranspose"]
+    one_hot = np.eye(4, dtype=np.float32).reshape(4, 1, 2, 2)
+    for shuffle, channels in zip(shuffles, [16, 8, 3], strict=True):
+        kernel = next(init for init in graph.initializer if init.name == shuffle.input[1])
+        expected = np.tile(one_hot, (channels, 1, 1, 1))
+        assert np.array_equal(numpy_helper.to_array(kernel), expected)
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in shuffle.attribute}
+        assert attributes["group"] == channels and attributes["strides"] == [2, 2]
     convs = [node for node in graph.node if node.op_type == "Conv"]
     kernels = [shapes[conv.input[1]] for conv in convs]
     strides = [next(a.ints for a in conv.attribute if a.name == "strides") for conv in convs]
     assert kernels[:2] == [[4 * 8, 3, 10, 10], [16, 4 * 8, 2, 2]]
     assert strides[:2] == [[2, 2], [1, 1]]
     assert kernels[-1] == [4 * 3, 8, 10, 10] and strides[-1] == [2, 2]
-    assert next(n for n in graph.node if convs[-1].output[0] in n.input).op_type == "DepthToSpace"
+    assert next(n for n in graph.node if convs[-1].output[0] in n.input) is shuffles[-1]
     network = TransformerNet(width=4, num_res_blocks=0)
     weights = {key: value.clone() for key, value in network.state_dict().items()}
     export.to_onnx(network, opset=18)

@@ -62,12 +62,17 @@ def test_shared_statistics():
         plain = net(x)
         own, stats = net.forward_shared(x, zeros, no, no)
         assert torch.allclose(own, plain, atol=1e-5) and stats.shape == (2, zeros.shape[1])
-        first_like_second, given = net.forward_shared(x[:1], stats[1:], yes, no)
-        assert torch.equal(given, stats[1:])
+        first_like_second, measured = net.forward_shared(x[:1], stats[1:], yes, no)
         assert not torch.allclose(first_like_second, plain[:1], atol=1e-2)
-        # The second image given its own statistics is the second image.
-        second, _ = net.forward_shared(x[1:], stats[1:], yes, no)
+        # Under another image's statistics the first layer still measures its own input, and
+        # the later ones measure something else.
+        first = slice(0, 2 * net.norm_channels()[0])
+        assert torch.allclose(measured[:, first], stats[:1, first], atol=1e-5)
+        assert not torch.allclose(measured, stats[:1], atol=1e-3)
+        # The second image given its own statistics is the second image, and measures them.
+        second, again = net.forward_shared(x[1:], stats[1:], yes, no)
         assert torch.allclose(second, plain[1:], atol=1e-5)
+        assert torch.allclose(again, stats[1:], atol=1e-5)
         twice, pooled = net.forward_shared(x[:1].expand(2, -1, -1, -1), zeros, no, yes)
         assert torch.allclose(twice, plain[:1].expand(2, -1, -1, -1), atol=1e-5)
         assert torch.allclose(pooled, stats[:1].expand(2, -1), atol=1e-4)

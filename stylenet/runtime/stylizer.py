@@ -229,11 +229,26 @@ class Stylizer:
 
         `stats` (from `norm_stats`) replace the instance-norm statistics of the batch's own.
         """
+        (out,) = self._run([self.output_name], batch, stats)
+        return out.transpose(0, 2, 3, 1)
+
+    def run_and_measure(
+        self, batch: np.ndarray, stats: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`run`, also returning what each instance norm measured on its input ([N, K]): the
+        batch's own statistics, or with `stats` those of the input under them. An image given
+        its own statistics measures them again: the point a clip's moving statistics approach
+        (`runtime.temporal`)."""
+        out, measured = self._run([self.output_name, STATS_NAME], batch, stats)
+        return out.transpose(0, 2, 3, 1), measured
+
+    def _run(
+        self, outputs: list[str], batch: np.ndarray, stats: np.ndarray | None
+    ) -> list[np.ndarray]:
         feeds = {self.input_name: np.ascontiguousarray(batch.transpose(0, 3, 1, 2), np.float32)}
         if stats is not None:
             feeds |= {GIVEN_STATS_NAME: stats, USE_GIVEN_NAME: np.array(True)}
-        (out,) = self.session.run([self.output_name], feeds | self._style_feed())
-        return out.transpose(0, 2, 3, 1)
+        return self.session.run(outputs, feeds | self._style_feed())
 
     def norm_stats(self, rgb: np.ndarray) -> np.ndarray:
         """Instance-norm statistics [1, K] of a uint8 HxWx3 image, for `run`: exact up to

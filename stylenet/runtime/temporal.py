@@ -4,8 +4,11 @@ Stylized frame by frame, a clip shimmers: every stroke is repainted on every fra
 hold the strokes still, each measured in benchmarks/video.py (docs/design.md has the figures):
 
 - Statistics. Instance normalisation renormalises every frame with its own statistics; here they
-  are an exponential moving average over the clip (`Stylizer.norm_stats`, measured every
-  `STATS_EVERY` frames), so the palette and contrast drift with the scene instead of jumping.
+  are an exponential moving average over the clip, so the palette and contrast drift with the
+  scene instead of jumping. Each frame's pass also measures what its layers see under the shared
+  statistics (`Stylizer.run_and_measure`), the next update: for a still scene the average
+  settles on the scene's own statistics, at no extra pass. Frames large enough to run in tiles
+  are measured by a statistics pass (`Stylizer.norm_stats`) every `STATS_EVERY` frames.
 - The network's grid. It paints on a grid of `Stylizer.align` (4) pixels, so a pan by 3 pixels
   repaints every stroke where a pan by 4 moves them. Each frame is shifted by the camera's
   accumulated motion modulo the grid before it is stylized: a pan then keeps its strokes.
@@ -35,8 +38,9 @@ from stylenet.runtime.tiling import stylize_in_tiles
 # 0.5-0.95, 4% of per frame on a pan and 16% on a zoom with a moving object, and the only one
 # whose style error stayed within 5% of per frame.
 DEFAULT_STABILITY = 0.95
-# The statistics pass costs as much as stylizing a frame: measured every few frames only (they
-# move by 5% a frame at the default stability, so a measurement 8 frames old is as good).
+# For frames stylized in tiles, the statistics pass costs as much as stylizing the frame: measured
+# every few frames only (they move by 5% a frame at the default stability, so a measurement 8
+# frames old is as good).
 STATS_EVERY = 8
 # Optical flow runs on frames shrunk to this longer side: at 720p a seventh of the pixels, and
 # the strokes are blended, not tracked to the pixel. On a 720p pan (benchmarks/video.py) 480 px
@@ -106,8 +110,8 @@ class ClipStylizer:
         self.strength, self.preserve_color = strength, preserve_color
         self.flow = cv2.DISOpticalFlow_create(FLOW_PRESET)
         self.index = 0
-        self.stats: np.ndarray | None = None
-        self.measured: np.ndarray | None = None
+        self.stats: np.ndarray | None = None  # what the next frame is normalised with
+        self.measured: np.ndarray | None = None  # the latest measurement (tiled frames)
         self.offset = np.zeros(2)  # how far the scene moved since the first frame, (y, x) px
         self.previous: tuple[np.ndarray, np.ndarray] | None = None  # (small grey, result)
 
@@ -122,7 +126,7 @@ class ClipStylizer:
             flow, tracked = _to_size(backward, tracked, rgb.shape[:2])
             # The camera's motion: the median flow, robust to things moving on their own.
             self.offset -= np.median(flow[::4, ::4].reshape(-1, 2), axis=0)[::-1]
-        stylized = self._network(rgb, self._statistics(rgb))
+        stylized = self._network(rgb)
         if flow is not None and self.previous is not None and self.temporal.blend > 0:
             warped = warp(self.previous[1], flow)
             stylized = blend(stylized, warped, self.temporal.blend * tracked)
@@ -134,22 +138,9 @@ class ClipStylizer:
         result = stylized[None].astype(np.float32) / 255
         return _finish(original, result, self.strength, self.preserve_color)[0]
 
-    def _statistics(self, rgb: np.ndarray) -> np.ndarray | None:
-        """The statistics this frame is normalised with; None: its own."""
-        rate = self.temporal.stats_rate
-        tiled = self.stylizer.tile_for(*rgb.shape[:2]) is not None
-        if rate is None:
-            return self.stylizer.norm_stats(rgb) if tiled else None
-        if self.stats is None or (rate > 0 and self.index % STATS_EVERY == 0):
-            self.measured = self.stylizer.norm_stats(rgb)
-        if self.stats is None or self.measured is None:
-            self.stats = self.measured
-        else:
-            self.stats = self.stats + rate * (self.measured - self.stats)
-        return self.stats
-
-    def _network(self, rgb: np.ndarray, stats: np.ndarray | None) -> np.ndarray:
-        """The network's output for a frame as uint8 HxWx3, shifted onto the grid when aligning."""
+    def _network(self, rgb: np.ndarray) -> np.ndarray:
+        """The network's output for a frame as uint8 HxWx3, normalised with the clip's statistics
+        (module docstring) and shifted onto the grid when aligning."""
         height, width = rgb.shape[:2]
         grid = self.stylizer.align
         top, left = 0, 0
@@ -159,17 +150,43 @@ class ClipStylizer:
             # first frame's grid; grid - 1 pixels in all: every frame has the same size.
             pad = ((top, grid - 1 - top), (left, grid - 1 - left), (0, 0))
             rgb = np.pad(rgb, pad, mode="reflect")
-        stylizer = self.stylizer
+        tile = self.stylizer.tile_for(*rgb.shape[:2])
+        if tile:
+            out = self._tiled(rgb, tile)
+        else:
+            batch = rgb[None].astype(np.float32) / 255
+            out = _finish(batch, self._whole(batch), 1.0, False)[0]
+        return out[top : top + height, left : left + width]
+
+    def _whole(self, batch: np.ndarray) -> np.ndarray:
+        """A frame run whole, [1, H, W, 3] in [0, 1], its measurement folded into the clip's
+        statistics for the next frame."""
+        rate = self.temporal.stats_rate
+        if rate is None:
+            return self.stylizer.run(batch)
+        out, measured = self.stylizer.run_and_measure(batch, self.stats)
+        self.stats = measured if self.stats is None else self.stats + rate * (measured - self.stats)
+        return out
+
+    def _tiled(self, rgb: np.ndarray, tile: int) -> np.ndarray:
+        """A frame too large to run whole, in tiles normalised with the clip's statistics, or
+        with the frame's own at `stats_rate` None."""
+        stylizer, rate = self.stylizer, self.temporal.stats_rate
+        if rate is None:
+            stats = stylizer.norm_stats(rgb)
+        else:
+            if self.stats is None or (rate > 0 and self.index % STATS_EVERY == 0):
+                self.measured = stylizer.norm_stats(rgb)
+            if self.stats is None or self.measured is None:
+                self.stats = self.measured
+            else:
+                self.stats = self.stats + rate * (self.measured - self.stats)
+            stats = self.stats
 
         def run(window: np.ndarray) -> np.ndarray:
             return _finish(window, stylizer.run(window, stats), 1.0, False)
 
-        tile = stylizer.tile_for(*rgb.shape[:2])
-        if tile:
-            out = stylize_in_tiles(rgb, tile, stylizer.overlap, grid, run)
-        else:
-            out = run(rgb[None].astype(np.float32) / 255)[0]
-        return out[top : top + height, left : left + width]
+        return stylize_in_tiles(rgb, tile, stylizer.overlap, stylizer.align, run)
 
 
 def shrink_grey(rgb: np.ndarray, side: int = FLOW_SIDE) -> np.ndarray:

@@ -4,13 +4,14 @@ The exported graph is the network followed by a clamp to [0, 1], so every consum
 (stylenet.runtime, a web service calling onnxruntime directly) gets valid pixels. Input "image"
 and output "stylized" are float32 NCHW RGB in [0, 1] with dynamic batch, height and width.
 
-For tiled inference the graph also outputs the statistics every instance norm normalised with
-("norm_stats", [batch, K]), and has optional inputs: "given_norm_stats" ([1, K]) to normalise
-with where the boolean "use_given_norm_stats" is true (tiles), and the boolean "pool_norm_stats"
-to pool the statistics over the batch (crops of one image). They are of ONNX type
-optional(tensor), which a caller may leave out, and the graph holds their defaults (zeros, false,
-false): feeding only "image" runs the plain network (`optional_inputs`). The IR version written is
-the lowest the opset needs (8 for opset 18), which older runtimes load too.
+For tiled inference and video the graph also outputs the statistics every instance norm
+measured on its input ("norm_stats", [batch, K]), and has optional inputs: "given_norm_stats"
+([1, K]) to normalise with where the boolean "use_given_norm_stats" is true (tiles, a clip's
+frames), and the boolean "pool_norm_stats" to pool the statistics over the batch (crops of one
+image). They are of ONNX type optional(tensor), which a caller may leave out, and the graph holds
+their defaults (zeros, false, false): feeding only "image" runs the plain network
+(`optional_inputs`). The IR version written is the lowest the opset needs (8 for opset 18), which
+older runtimes load too.
 
 A network of several styles has one more input, "style_weights" ([1, styles], float32, each
 a weight of the style of that index in the metadata's "style_names"; a one-hot row is one style,
@@ -60,7 +61,8 @@ from stylenet.training.network import TransformerNet
 CONVENTION = (
     f"input '{INPUT_NAME}', output '{OUTPUT_NAME}': float32 NCHW RGB in [0, 1], "
     "any batch, height and width; output clamped to [0, 1], same size as the input; "
-    f"output '{STATS_NAME}' [batch, K]: each instance norm's channel means then variances; "
+    f"output '{STATS_NAME}' [batch, K]: each instance norm's channel means then variances, "
+    "measured on its input; "
     f"optional inputs '{GIVEN_STATS_NAME}' [1, K] and '{USE_GIVEN_NAME}' (bool): normalise with "
     f"the given statistics (tiles of one image); '{POOL_STATS_NAME}' (bool): pool the "
     "statistics over the batch (crops of one image)"

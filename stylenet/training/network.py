@@ -100,10 +100,13 @@ class InstanceNorm(nn.InstanceNorm2d):
         square = (x * x).mean((2, 3), keepdim=True).flatten(1)  # one pass less than var(x)
         mean = torch.where(pool, mean.mean(0, keepdim=True), mean)
         square = torch.where(pool, square.mean(0, keepdim=True), square)
+        var = (square - mean * mean).clamp(min=0.0)
+        # What this layer's input has, also where it is normalised with the given statistics: a
+        # clip's frames measure the next update of their shared statistics in the same pass.
+        self.measured = torch.cat([mean, var], 1)
         given_mean, given_var = given.chunk(2, 1)
         mean = torch.where(use_given, given_mean, mean)
-        var = torch.where(use_given, given_var, (square - mean * mean).clamp(min=0.0))
-        self.measured = torch.cat([mean, var], 1)
+        var = torch.where(use_given, given_var, var)
         scale = scale * torch.rsqrt(var + self.eps)
         shift = shift - mean * scale
         return x * scale[..., None, None] + shift[..., None, None]
@@ -281,13 +284,16 @@ class TransformerNet(nn.Module):
         pool: torch.Tensor,
         compute: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`forward`, also returning the statistics every instance norm normalised with.
+        """`forward`, also returning the statistics every instance norm measured on its input.
 
         Statistics are [batch, 2 * sum(norm_channels())]: per layer, the means then the variances.
-        Where the boolean `use_stats` is true, every layer uses `stats` ([1, K] or [batch, K])
-        instead of its own: tiles of one image all normalised like the whole image. Where the
-        boolean `pool` is true, the layers pool their statistics over the batch: crops of one
-        image normalised together measure the statistics of the image at its own scale.
+        Where the boolean `use_stats` is true, every layer normalises with `stats` ([1, K] or
+        [batch, K]) instead of its own: tiles of one image all normalised like the whole image.
+        What the layers measure is then their input under those: for an image given its own
+        statistics, its own again, so a clip's moving statistics take each frame's measurement
+        from the frame's own pass (`runtime.temporal`). Where the boolean `pool` is true, the
+        layers pool their statistics over the batch: crops of one image normalised together
+        measure the statistics of the image at its own scale.
         `compute` computes the network's function another way through the same layers
         (`declared`, export's form) instead of `forward`.
         """
