@@ -222,7 +222,8 @@ def _to_size(
     full_height, full_width = size
     if (full_height, full_width) != (height, width):
         scale = np.array([full_width / width, full_height / height], np.float32)
-        flow = cv2.resize(flow, (full_width, full_height)) * scale
+        # Scaled before it is enlarged: the same vectors, a seventh of the multiplications at 720p.
+        flow = cv2.resize(flow * scale, (full_width, full_height))
         trusted = cv2.resize(trusted.astype(np.uint8), (full_width, full_height)) > 0
     return flow, trusted.astype(np.float32)
 
