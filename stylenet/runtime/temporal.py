@@ -165,8 +165,14 @@ class ClipStylizer:
         if rate is None:
             return self.stylizer.run(batch)
         out, measured = self.stylizer.run_and_measure(batch, self.stats)
-        self.stats = measured if self.stats is None else self.stats + rate * (measured - self.stats)
+        self._fold(measured)
         return out
+
+    def _fold(self, measured: np.ndarray) -> None:
+        """Move the clip's statistics by `stats_rate` towards a measurement (the first is taken
+        as it is)."""
+        rate = self.temporal.stats_rate
+        self.stats = measured if self.stats is None else self.stats + rate * (measured - self.stats)
 
     def _tiled(self, rgb: np.ndarray, tile: int) -> np.ndarray:
         """A frame too large to run whole, in tiles normalised with the clip's statistics, or
@@ -175,12 +181,9 @@ class ClipStylizer:
         if rate is None:
             stats = stylizer.norm_stats(rgb)
         else:
-            if self.stats is None or (rate > 0 and self.index % STATS_EVERY == 0):
+            if self.measured is None or (rate > 0 and self.index % STATS_EVERY == 0):
                 self.measured = stylizer.norm_stats(rgb)
-            if self.stats is None or self.measured is None:
-                self.stats = self.measured
-            else:
-                self.stats = self.stats + rate * (self.measured - self.stats)
+            self._fold(self.measured)
             stats = self.stats
 
         def run(window: np.ndarray) -> np.ndarray:
