@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -181,6 +182,8 @@ def parse_args() -> argparse.Namespace:
     args.stages = args.stages or [2] * len(args.width)
     if not len(args.width) == len(args.blocks) == len(args.stages):
         parser.error("--width, --blocks and --stages pair up: give as many of each")
+    if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", args.tiled):
+        parser.error(f"--tiled takes WIDTHxHEIGHT in pixels, e.g. 6000x4000, got {args.tiled!r}")
     return args
 
 
