@@ -176,7 +176,7 @@ class Stylizer:
                 chunk = indices[start : start + step]
                 if tile:
                     rgb = inputs[chunk[0]][0]
-                    pixels = self._stylize_tiled(rgb, tile, strength, preserve_color)[None]
+                    pixels = self.stylize_tiled(rgb, tile, strength, preserve_color)[None]
                 else:
                     originals = np.stack([inputs[i][0] for i in chunk]).astype(np.float32) / 255
                     pixels = _finish(originals, self.run(originals), strength, preserve_color)
@@ -276,11 +276,17 @@ class Stylizer:
         self.require_style()
         return {} if self.weights is None else {STYLE_WEIGHTS_NAME: self.weights}
 
-    def _stylize_tiled(
-        self, rgb: np.ndarray, tile: int, strength: float, preserve_color: bool
+    def stylize_tiled(
+        self,
+        rgb: np.ndarray,
+        tile: int,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        stats: np.ndarray | None = None,
     ) -> np.ndarray:
-        """One uint8 HxWx3 image in tiles of at most `tile` x `tile` pixels (`tiling`)."""
-        stats = self.norm_stats(rgb)
+        """One uint8 HxWx3 image in tiles of at most `tile` x `tile` pixels (`tiling`), every
+        tile normalised with `stats` (a clip's), else with the image's own (`norm_stats`)."""
+        stats = self.norm_stats(rgb) if stats is None else stats
 
         def run(window: np.ndarray) -> np.ndarray:
             return _finish(window, self.run(window, stats), strength, preserve_color)

@@ -31,7 +31,6 @@ import numpy as np
 
 from stylenet.errors import StylenetError
 from stylenet.runtime.stylizer import Stylizer, _finish
-from stylenet.runtime.tiling import stylize_in_tiles
 
 # 0: every frame on its own; 1: the first frame's statistics and strokes carried as far as the
 # motion can be followed. 0.95 measured best (benchmarks/video.py): the lowest temporal error of
@@ -177,19 +176,13 @@ class ClipStylizer:
     def _tiled(self, rgb: np.ndarray, tile: int) -> np.ndarray:
         """A frame too large to run whole, in tiles normalised with the clip's statistics, or
         with the frame's own at `stats_rate` None."""
-        stylizer, rate = self.stylizer, self.temporal.stats_rate
+        rate = self.temporal.stats_rate
         if rate is None:
-            stats = stylizer.norm_stats(rgb)
-        else:
-            if self.measured is None or (rate > 0 and self.index % STATS_EVERY == 0):
-                self.measured = stylizer.norm_stats(rgb)
-            self._fold(self.measured)
-            stats = self.stats
-
-        def run(window: np.ndarray) -> np.ndarray:
-            return _finish(window, stylizer.run(window, stats), 1.0, False)
-
-        return stylize_in_tiles(rgb, tile, stylizer.overlap, stylizer.align, run)
+            return self.stylizer.stylize_tiled(rgb, tile)
+        if self.measured is None or (rate > 0 and self.index % STATS_EVERY == 0):
+            self.measured = self.stylizer.norm_stats(rgb)
+        self._fold(self.measured)
+        return self.stylizer.stylize_tiled(rgb, tile, stats=self.stats)
 
 
 def shrink_grey(rgb: np.ndarray, side: int = FLOW_SIDE) -> np.ndarray:
