@@ -297,12 +297,15 @@ class Stylizer:
 def _finish(
     originals: np.ndarray, stylized: np.ndarray, strength: float, preserve_color: bool
 ) -> np.ndarray:
-    """The stylized batch as uint8 pixels, with `preserve_color` and `strength` applied."""
+    """The stylized batch as uint8 pixels, with `preserve_color` and `strength` applied.
+
+    In C order: the model's output arrives channel by channel (`run` returns a transposed view),
+    and OpenCV copies an array of that layout before every operation on it (the video path)."""
     if preserve_color:
         stylized = transfer_luminance(originals, stylized)
     if strength < 1:
         stylized = originals + strength * (stylized - originals)
-    return (np.clip(stylized, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return (np.clip(stylized, 0, 1) * 255 + 0.5).astype(np.uint8, order="C")
 
 
 def transfer_luminance(originals: np.ndarray, stylized: np.ndarray) -> np.ndarray:
