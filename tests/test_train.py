@@ -103,6 +103,35 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, photo_f
     ]
 
 
+def test_finish_schedule_lowers_the_rate_for_the_last_quarter_and_resumes_exactly(
+    tmp_path, photo_folder
+):
+    """scheduler=finish over 8 steps: 1e-3 up to step 6 (three quarters), 2e-4 after; a run
+    resumed from step 4 continues the schedule and ends with the same weights."""
+    common = [
+        f"data.root={photo_folder}",
+        "callbacks.model_checkpoint.every_n_train_steps=4",
+        "scheduler=finish",
+        "trainer.max_steps=8",
+    ]
+    train(compose_train(tmp_path / "whole", *common))
+    first = tmp_path / "whole" / "checkpoints" / "step_000004.ckpt"
+    train(compose_train(tmp_path / "resumed", *common, f"ckpt_path={first}"))
+
+    def rate(path):
+        return torch.load(path, weights_only=False)["optimizer_states"][0]["param_groups"][0]["lr"]
+
+    assert rate(first) == pytest.approx(1e-3)
+    whole = tmp_path / "whole" / "checkpoints" / "last.ckpt"
+    resumed = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+    assert rate(whole) == rate(resumed) == pytest.approx(2e-4)
+    (schedule,) = torch.load(whole, weights_only=False)["lr_schedulers"]
+    assert dict(schedule["milestones"]) == {6: 1}
+    whole_weights = torch.load(whole, weights_only=False)["state_dict"]
+    for key, value in torch.load(resumed, weights_only=False)["state_dict"].items():
+        torch.testing.assert_close(value, whole_weights[key], rtol=0, atol=1e-6, msg=key)
+
+
 class NaNAfter(TransformerNet):
     """A network whose output turns NaN from its 4th training forward on."""
 

@@ -28,6 +28,10 @@ def choices(group: str) -> list[str]:
 
 OmegaConf.register_new_resolver("stem", lambda path: Path(path).stem, replace=True)
 OmegaConf.register_new_resolver("shared_data", lambda: str(shared_data_dir()), replace=True)
+# A step count as a fraction of another: scheduler milestones that follow trainer.max_steps.
+OmegaConf.register_new_resolver(
+    "steps_at", lambda steps, fraction: int(steps * fraction), replace=True
+)
 # The run folder's name: the style's, or those of `styles` joined.
 OmegaConf.register_new_resolver(
     "run_name",

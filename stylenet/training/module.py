@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from stylenet.errors import StylenetError
 from stylenet.training.data import load_style_image
@@ -37,12 +38,14 @@ class StyleTransferModule(pl.LightningModule):
         style_size: int = 512,
         compile_step: bool = False,
         config: dict[str, Any] | None = None,
+        scheduler: Callable[[torch.optim.Optimizer], LRScheduler] | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["network", "loss", "optimizer"])
+        self.save_hyperparameters(ignore=["network", "loss", "optimizer", "scheduler"])
         self.network = network
         self.loss = loss
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
 
     @property
     def style_names(self) -> list[str]:
@@ -100,6 +103,11 @@ class StyleTransferModule(pl.LightningModule):
             torch.set_rng_state(checkpoint["rng_states"]["torch"])
             random.setstate(checkpoint["rng_states"]["python"])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         # All of it, or only the norms' scales and shifts (trainable=norms: the rest is frozen).
-        return self.optimizer_factory(p for p in self.network.parameters() if p.requires_grad)
+        optimizer = self.optimizer_factory(p for p in self.network.parameters() if p.requires_grad)
+        if self.scheduler_factory is None:
+            return optimizer
+        # Stepped every training step: milestones are step counts, like trainer.max_steps.
+        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

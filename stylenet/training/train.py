@@ -55,6 +55,7 @@ def train(cfg: DictConfig) -> None:
         network=initial_network(cfg, parent),
         loss=loss,
         optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         style_images=[style.image for style in style_configs(cfg)],
         style_size=cfg.style.size,
         compile_step=cfg.compile,
