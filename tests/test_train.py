@@ -79,6 +79,12 @@ def test_short_training_run_learns_the_style(tmp_path):
     assert after < 0.9 * identity, (identity, after)
 
 
+def assert_same_weights(checkpoint: dict, reference: dict) -> None:
+    """Two checkpoints' network weights agree to 1e-6 (a resumed run against an unbroken one)."""
+    for key, value in reference["state_dict"].items():
+        torch.testing.assert_close(checkpoint["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, photo_folder):
     """8 photos at batch 2: 4 steps an epoch. 8 steps in one go == 4 steps, then resume to 8."""
     common = [f"data.root={photo_folder}", "callbacks.model_checkpoint.every_n_train_steps=4"]
@@ -94,8 +100,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, photo_f
     whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert whole["global_step"] == resumed["global_step"] == 8
-    for key, value in whole["state_dict"].items():
-        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+    assert_same_weights(resumed, whole)
     # The first run's folder is left as it was: the resumed run wrote its own.
     assert sorted(p.name for p in (tmp_path / "first" / "checkpoints").iterdir()) == [
         "last.ckpt",
@@ -115,21 +120,25 @@ def test_finish_schedule_lowers_the_rate_for_the_last_quarter_and_resumes_exactl
         "trainer.max_steps=8",
     ]
     train(compose_train(tmp_path / "whole", *common))
-    first = tmp_path / "whole" / "checkpoints" / "step_000004.ckpt"
-    train(compose_train(tmp_path / "resumed", *common, f"ckpt_path={first}"))
+    first_path = tmp_path / "whole" / "checkpoints" / "step_000004.ckpt"
+    train(compose_train(tmp_path / "resumed", *common, f"ckpt_path={first_path}"))
 
-    def rate(path):
-        return torch.load(path, weights_only=False)["optimizer_states"][0]["param_groups"][0]["lr"]
+    def load(path):
+        return torch.load(path, weights_only=False)
+
+    first = load(first_path)
+    whole, resumed = (
+        load(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("whole", "resumed")
+    )
+
+    def rate(checkpoint):
+        return checkpoint["optimizer_states"][0]["param_groups"][0]["lr"]
 
     assert rate(first) == pytest.approx(1e-3)
-    whole = tmp_path / "whole" / "checkpoints" / "last.ckpt"
-    resumed = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
     assert rate(whole) == rate(resumed) == pytest.approx(2e-4)
-    (schedule,) = torch.load(whole, weights_only=False)["lr_schedulers"]
+    (schedule,) = whole["lr_schedulers"]
     assert dict(schedule["milestones"]) == {6: 1}
-    whole_weights = torch.load(whole, weights_only=False)["state_dict"]
-    for key, value in torch.load(resumed, weights_only=False)["state_dict"].items():
-        torch.testing.assert_close(value, whole_weights[key], rtol=0, atol=1e-6, msg=key)
+    assert_same_weights(resumed, whole)
 
 
 class NaNAfter(TransformerNet):
