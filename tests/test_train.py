@@ -85,6 +85,11 @@ def assert_same_weights(checkpoint: dict, reference: dict) -> None:
         torch.testing.assert_close(checkpoint["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
 
 
+def training_seconds(checkpoint: dict) -> float:
+    """The training time a checkpoint records, over all machines."""
+    return sum(checkpoint["callbacks"]["TrainingClock"]["seconds"].values())
+
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, photo_folder):
     """8 photos at batch 2: 4 steps an epoch. 8 steps in one go == 4 steps, then resume to 8."""
     common = [f"data.root={photo_folder}", "callbacks.model_checkpoint.every_n_train_steps=4"]
@@ -101,6 +106,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, photo_f
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert whole["global_step"] == resumed["global_step"] == 8
     assert_same_weights(resumed, whole)
+    # Each checkpoint counts the training time up to itself (the model card's training_time),
+    # and the resumed run adds its own to the first run's.
+    first = torch.load(tmp_path / "first" / "checkpoints" / "step_000004.ckpt", weights_only=False)
+    assert 0 < training_seconds(first) < training_seconds(resumed)
     # The first run's folder is left as it was: the resumed run wrote its own.
     assert sorted(p.name for p in (tmp_path / "first" / "checkpoints").iterdir()) == [
         "last.ckpt",

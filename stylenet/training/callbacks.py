@@ -166,28 +166,29 @@ class TrainingClock(pl.Callback):
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.started: float | None = None
+        self.machine = ""  # what this run trains on, a key of `seconds`
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.machine = machine(trainer)
         self.started = time.monotonic()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._tick(trainer)
+        self._tick()
 
     def state_dict(self) -> dict[str, Any]:
+        # Lightning collects callback states before it calls on_save_checkpoint: the time up to
+        # this checkpoint must be counted here, or each checkpoint lacks its last interval.
+        self._tick()
         return {"seconds": dict(self.seconds)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.seconds = dict(state_dict["seconds"])
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, *args: Any) -> None:
-        self._tick(trainer)  # runs before state_dict() is stored
-
-    def _tick(self, trainer: pl.Trainer) -> None:
+    def _tick(self) -> None:
         if self.started is None:
             return
         now = time.monotonic()
-        key = machine(trainer)
-        self.seconds[key] = self.seconds.get(key, 0.0) + now - self.started
+        self.seconds[self.machine] = self.seconds.get(self.machine, 0.0) + now - self.started
         self.started = now
 
 
