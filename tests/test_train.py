@@ -19,7 +19,7 @@ from stylenet.training.export import load_checkpoint, metadata
 from stylenet.training.loss import PerceptualLoss
 from stylenet.training.module import StyleTransferModule
 from stylenet.training.network import TransformerNet
-from stylenet.training.train import initial_network, max_steps_chosen, train
+from stylenet.training.train import check_inputs, initial_network, max_steps_chosen, train
 from stylenet.training.warm_start import parent_path
 
 
@@ -148,6 +148,25 @@ def test_finish_schedule_lowers_the_rate_for_the_last_quarter_and_resumes_exactl
     (schedule,) = whole["lr_schedulers"]
     assert dict(schedule["milestones"]) == {6: 1}
     assert_same_weights(resumed, whole)
+
+
+def test_a_schedule_needs_a_step_limit_and_a_resumed_run_keeps_its_own(tmp_path, photo_folder):
+    """Without max_steps the milestone would be step 0 of no limit; a schedule added or removed
+    on resume would count from the resumed step or leave the rate where it was: all refused."""
+    plain = [f"data.root={photo_folder}", "callbacks.model_checkpoint.every_n_train_steps=2"]
+    with pytest.raises(StylenetError, match=r"laid over trainer.max_steps: set it \(got -1\)"):
+        check_inputs(
+            compose_train(
+                tmp_path / "unlimited", *plain, "scheduler=finish", "trainer.max_steps=-1"
+            )
+        )
+    train(compose_train(tmp_path / "plain", *plain, "trainer.max_steps=2"))
+    train(compose_train(tmp_path / "finish", *plain, "scheduler=finish", "trainer.max_steps=2"))
+    for trained, resumed in (("plain", "scheduler=finish"), ("finish", "~scheduler")):
+        last = tmp_path / trained / "checkpoints" / "last.ckpt"
+        cfg = compose_train(tmp_path / "resumed", *plain, resumed, f"ckpt_path={last}")
+        with pytest.raises(StylenetError, match="resume it with its own, or start from its"):
+            check_inputs(cfg)
 
 
 class NaNAfter(TransformerNet):

@@ -113,8 +113,7 @@ def check_inputs(cfg: DictConfig) -> tuple["PhotoDataModule", "PerceptualLoss"]:
     from stylenet.training.data import load_style_image
 
     check_settings(cfg)
-    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise StylenetError(f"ckpt_path not found: {cfg.ckpt_path}")
+    check_schedule(cfg)
     if cfg.init_from:
         parent_path(cfg.init_from)
     for style in style_configs(cfg):
@@ -124,6 +123,30 @@ def check_inputs(cfg: DictConfig) -> tuple["PhotoDataModule", "PerceptualLoss"]:
     loss = instantiate(cfg.loss)
     initial_network(cfg)  # its own checks; train() builds the one it trains once seeded
     return datamodule, loss
+
+
+def check_schedule(cfg: DictConfig) -> None:
+    """A learning-rate schedule is laid over trainer.max_steps (scheduler=finish drops the rate at
+    three quarters of it): a run without a step limit would never reach its milestones. And a
+    resumed run keeps the schedule it was trained with: a schedule added on resume would count
+    its milestones from the resumed step, one removed would leave the rate where it was."""
+    from stylenet.training.export import load_checkpoint
+
+    if cfg.get("scheduler") is not None and cfg.trainer.max_steps < 1:
+        raise StylenetError(
+            f"scheduler is laid over trainer.max_steps: set it (got {cfg.trainer.max_steps})"
+        )
+    if not cfg.ckpt_path:
+        return
+    if not Path(cfg.ckpt_path).is_file():
+        raise StylenetError(f"ckpt_path not found: {cfg.ckpt_path}")
+    trained = (load_checkpoint(cfg.ckpt_path).config.get("scheduler") or {}).get("_target_")
+    wanted = (cfg.get("scheduler") or {}).get("_target_")
+    if trained != wanted:
+        raise StylenetError(
+            f"ckpt_path was trained with scheduler {trained or 'null'}, not {wanted or 'null'}: "
+            "resume it with its own, or start from its weights with init_from="
+        )
 
 
 class CheckInputs(Callback):
