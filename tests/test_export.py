@@ -207,7 +207,7 @@ def test_metadata_is_a_model_card_without_the_training_machines_paths(model: Pat
     assert meta["style_image_sha256"] == hashlib.sha256(MOSAIC.read_bytes()).hexdigest()
     assert meta["training_steps"] == "1234" and meta["training_image_size"] == "256"
     assert meta["training_command"] == "python train.py style=mosaic"
-    assert meta["training_time"] == "1.5 h on Test CPU (2 threads)"
+    assert meta["training_time"] == "90 min on Test CPU (2 threads)"
     config = json.loads(meta["training_config"])
     assert config["network"] == {
         "_target_": "stylenet.training.network.TransformerNet",

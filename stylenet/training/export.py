@@ -55,6 +55,7 @@ from stylenet.runtime.stylizer import (
     USE_GIVEN_NAME,
 )
 from stylenet.training.app import hydra_app
+from stylenet.training.callbacks import duration
 from stylenet.training.export_graph import ExportForm
 from stylenet.training.network import TransformerNet
 
@@ -356,7 +357,7 @@ def style_card(style: dict[str, Any] | None) -> dict[str, str]:
 
 def warm_start(record: dict[str, Any]) -> str:
     """The network a run started from (warm_start.record), and what that one started from:
-    "The Starry Night, 1000 steps, 2.2 h on <CPU> (1 thread): python train.py ..."."""
+    "The Starry Night, 1000 steps, 2 h on <CPU> (1 thread): python train.py ..."."""
     line = (
         f"{record['painting']}, {record['steps']} steps, {training_time(record['seconds'])}: "
         f"{record['command']}"
@@ -369,10 +370,10 @@ def warm_start(record: dict[str, Any]) -> str:
 
 
 def training_time(seconds: dict[str, float]) -> str:
-    """ "1.4 h on NVIDIA H200; 0.5 h on <CPU> (2 threads)", or "unknown"."""
+    """ "14 h on NVIDIA H200; 25 min on <CPU> (2 threads)", or "unknown"."""
     if not seconds:
         return "unknown"
-    return "; ".join(f"{s / 3600:.1f} h on {machine}" for machine, s in seconds.items())
+    return "; ".join(f"{duration(s)} on {machine}" for machine, s in seconds.items())
 
 
 def portable(value: Any) -> Any:
