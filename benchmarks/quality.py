@@ -368,7 +368,7 @@ def report(args: argparse.Namespace) -> None:
         print(
             f"## {model.name}: style {judge.style_file.name} at {args.style_size} px (loss: "
             f"{judge.style_size} px); loss from "
-            f"{judge.source}: style_weight {loss.style_weight}, content_weight "
+            f"{judge.source}: style_weight {loss.style_weights}, content_weight "
             f"{loss.content_weight} ({', '.join(loss.content_layers)}), "
             f"tv_weight {loss.tv_weight}\n"
         )

@@ -98,7 +98,7 @@ class ReferenceLoss(nn.Module):
                 for n in self.loss.content_layers
             ]
         ).mean()
-        return self.loss.content_weight * content + self.loss.style_weight * style
+        return self.loss.content_weight * content + self.loss.style_weights[0] * style
 
 
 def time_steps(step: Callable[[], object], steps: int) -> tuple[float, list[float]]:

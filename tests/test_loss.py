@@ -207,6 +207,21 @@ def test_negative_weight_is_refused():
         PerceptualLoss({"relu1_2": 0.0})
 
 
+def test_each_style_of_several_has_its_own_weight():
+    """style_weight as a list: style k's total uses weight k; one number serves every style."""
+    photos = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    output = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    weighted = PerceptualLoss(style_weight=[1.0, 5.0])
+    for index, name in enumerate(("wave", "the_scream")):
+        weighted.set_style(load_style_image(STYLES / f"{name}.jpg", 64), index)
+    for style, weight in ((0, 1.0), (1, 5.0)):
+        terms = weighted(output, photos, style)
+        expected = terms["content"] + weight * terms["style"]
+        torch.testing.assert_close(terms["total"], expected)
+    with pytest.raises(StylenetError, match=r"loss\.style_weight\[1\] must be a number >= 0"):
+        PerceptualLoss(style_weight=[1.0, -2.0])
+
+
 def test_mean_covariance_matches_an_independent_computation(reference_vgg):
     """style_statistics=mean_covariance: per layer, the mean of the relative distances of the
     channel means and of the centred Gram matrices; zero for the style image itself."""

@@ -53,6 +53,9 @@ def test_styles_must_exist_and_differ(tmp_path, photo_folder):
     ]:
         with pytest.raises(StylenetError, match=message):
             train(compose_train(tmp_path / styles, f"data.root={photo_folder}", f"styles={styles}"))
+    two = [f"data.root={photo_folder}", "styles=[starry_night,wave]"]
+    with pytest.raises(StylenetError, match=r"one weight, or one per style \(2\), not 3"):
+        train(compose_train(tmp_path / "weights", *two, "loss.style_weight=[1,2,3]"))
 
 
 def test_a_new_style_starts_from_a_network_of_several(tmp_path):

@@ -198,7 +198,7 @@ class PerceptualLoss(nn.Module):
             "relu4_3",
         ),
         content_layers: Sequence[str] = ("relu3_3",),
-        style_weight: float = 10.0,
+        style_weight: float | Sequence[float] = 10.0,
         content_weight: float = 1.0,
         tv_weight: float = 0.0,
         vgg_weights: str | None = None,
@@ -207,8 +207,17 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         if not style_layers or not content_layers:
             raise StylenetError("loss.style_layers and loss.content_layers must not be empty")
+        # One style weight, or one per style of a network of several (`styles`, in their order):
+        # paintings differ in how much style a network takes before it loses the photo.
+        if isinstance(style_weight, Sequence):
+            style_weights = list(style_weight)
+            names = [f"style_weight[{i}]" for i in range(len(style_weights))]
+        else:
+            style_weights, names = [style_weight], ["style_weight"]
+        if not style_weights:
+            raise StylenetError("loss.style_weight: a number, or one per style")
         for key, value in [
-            ("style_weight", style_weight),
+            *zip(names, style_weights, strict=True),
             ("content_weight", content_weight),
             ("tv_weight", tv_weight),
         ]:
@@ -230,7 +239,7 @@ class PerceptualLoss(nn.Module):
         self.style_layers = list(style_layers)
         self.style_layer_weights = dict(style_layers)
         self.content_layers = list(content_layers)
-        self.style_weight = style_weight
+        self.style_weights = style_weights
         self.content_weight = content_weight
         self.tv_weight = tv_weight
         self.vgg = VGGFeatures(self.style_layers + self.content_layers, vgg_weights)
@@ -279,6 +288,7 @@ class PerceptualLoss(nn.Module):
                 f"PerceptualLoss.set_style(image, {style}) must be called before computing the loss"
             )
         style_grams = self.style_grams[style]
+        style_weight = self.style_weights[style if len(self.style_weights) > 1 else 0]
         out_features = self.vgg(output, self.style_layers + self.content_layers)
         # The photo's features are a target: no gradient, and only the content layers.
         with torch.no_grad():
@@ -296,5 +306,5 @@ class PerceptualLoss(nn.Module):
             ]
         ).mean()
         tv = total_variation(output.float())
-        total = self.content_weight * content_loss + self.style_weight * style + self.tv_weight * tv
+        total = self.content_weight * content_loss + style_weight * style + self.tv_weight * tv
         return {"content": content_loss, "style": style, "tv": tv, "total": total}

@@ -116,11 +116,17 @@ def check_inputs(cfg: DictConfig) -> tuple["PhotoDataModule", "PerceptualLoss"]:
     check_schedule(cfg)
     if cfg.init_from:
         parent_path(cfg.init_from)
-    for style in style_configs(cfg):
+    styles = style_configs(cfg)
+    for style in styles:
         load_style_image(style.image, cfg.style.size)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     loss = instantiate(cfg.loss)
+    if len(loss.style_weights) not in (1, len(styles)):
+        raise StylenetError(
+            f"loss.style_weight: one weight, or one per style ({len(styles)}), not "
+            f"{len(loss.style_weights)}"
+        )
     initial_network(cfg)  # its own checks; train() builds the one it trains once seeded
     return datamodule, loss
 
