@@ -129,23 +129,26 @@ def test_shared_statistics_hold_the_palette(stylizer: Stylizer, scene: np.ndarra
     # The first frame's statistics for every frame, and a moving average of them.
     fixed = temporal_error(clip, run_clip(stylizer, clip.frames, Temporal(0.0, 0.0, False)))
     moving = temporal_error(clip, run_clip(stylizer, clip.frames, Temporal(0.1, 0.0, False)))
-    # Measured on three held-out photos: 45-66% of the per-frame error remained.
-    assert fixed < 0.75 * per_frame and moving < 0.8 * per_frame, (per_frame, fixed, moving)
+    # Measured on three held-out photos (PHOTOS[0], [3], [6]) with the bundled Starry Night:
+    # 60-73% of the per-frame error remained with fixed statistics, 90-92% with a moving average
+    # (the earlier Starry Night: 45-75%, 68-92%); statistics of each frame's own would keep 100%.
+    assert fixed < 0.8 * per_frame and moving < 0.95 * per_frame, (per_frame, fixed, moving)
 
 
 def test_after_a_cut_the_statistics_settle_on_the_new_scene(stylizer: Stylizer, scene: np.ndarray):
     """Each frame's own pass measures the clip's next statistics (`Stylizer.run_and_measure`):
     on a still scene after a cut they settle on that scene's own, as a separate statistics pass
     measures them, with no such pass. (Not monotonically: a deep layer's measurement moves while
-    the layers before it settle; measured, 0.16 of the largest statistic after the first frame,
-    0.25 after the third, 0.001 after 16.)"""
+    the layers before it settle; measured with the bundled Starry Night, 1.5 of the largest
+    statistic after the first frame, 0.42 after the third, 0.005 after 16, below 0.001 from the
+    23rd on.)"""
     before = scene[:96, :128]
     after = load_image(PHOTOS[1]).rgb[:96, :128]
     clip = ClipStylizer(stylizer, Temporal(0.5, 0.0, False))
     clip(before)
     own = stylizer.norm_stats(after)
     distances = []
-    for _ in range(24):
+    for _ in range(32):
         clip(after)
         distances.append(float(np.abs(clip.stats - own).max() / np.abs(own).max()))
     assert distances[0] > 0.05 and max(distances[-4:]) < 1e-3, distances
