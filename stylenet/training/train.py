@@ -113,6 +113,8 @@ def check_inputs(cfg: DictConfig) -> tuple["PhotoDataModule", "PerceptualLoss"]:
     from stylenet.training.data import load_style_image
 
     check_settings(cfg)
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise StylenetError(f"ckpt_path not found: {cfg.ckpt_path}")
     check_schedule(cfg)
     if cfg.init_from:
         parent_path(cfg.init_from)
@@ -144,8 +146,6 @@ def check_schedule(cfg: DictConfig) -> None:
         )
     if not cfg.ckpt_path:
         return
-    if not Path(cfg.ckpt_path).is_file():
-        raise StylenetError(f"ckpt_path not found: {cfg.ckpt_path}")
     trained = (load_checkpoint(cfg.ckpt_path).config.get("scheduler") or {}).get("_target_")
     wanted = (cfg.get("scheduler") or {}).get("_target_")
     if trained != wanted:
