@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw
 from stylenet.errors import StylenetError
 from stylenet.runtime.images import find_images, save_image
 from stylenet.runtime.stylizer import Stylizer
+from stylenet.training.app import user_error
 from stylenet.training.data import load_style_image
 from stylenet.training.export import Clamped, load_checkpoint
 from stylenet.training.loss import PerceptualLoss
@@ -340,8 +341,11 @@ def main() -> None:
     args = parser.parse_args()
     try:
         report(args)
-    except StylenetError as e:
-        parser.exit(1, f"error: {e}\n")
+    except Exception as e:  # a mistake in the input is one line, even wrapped by Hydra
+        message = user_error(e)
+        if message is None:
+            raise
+        parser.exit(1, f"error: {message}\n")
 
 
 def report(args: argparse.Namespace) -> None:

@@ -120,3 +120,16 @@ def test_models_of_the_same_file_name_get_their_own_columns():
         "b/checkpoints/last.ckpt",
         "peer",
     ]
+
+
+def test_a_missing_vgg_file_is_one_line(tmp_path, monkeypatch, capsys):
+    """The loss is built by Hydra, which wraps the loss's own error: still one line, no traceback."""
+    onnx = exported_model(tmp_path)
+    args = [onnx, "--photos", PHOTOS[0].parent, "--count", "1", "--gatys-count", "0"]
+    args += ["--vgg-weights", tmp_path / "absent.pth"]
+    monkeypatch.setattr(sys, "argv", ["quality.py", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: VGG16 weights file not found:") and err.count("\n") == 1
