@@ -8,7 +8,16 @@ import torchvision
 from helpers import PHOTO_DIR, STYLES, VGG_WEIGHTS
 from stylenet.errors import StylenetError
 from stylenet.training.data import load_scaled, load_style_image, to_tensor
-from stylenet.training.loss import VGG16_LAYERS, PerceptualLoss, gram_matrix, relative_error
+from stylenet.training.loss import (
+    SLICED_SAMPLES,
+    VGG16_LAYERS,
+    PerceptualLoss,
+    gram_matrix,
+    random_directions,
+    random_positions,
+    relative_error,
+    sliced_wasserstein_error,
+)
 
 STYLE_LAYERS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
 
@@ -239,5 +248,63 @@ def test_mean_covariance_matches_an_independent_computation(reference_vgg):
         errors.append(np.mean((mean_error + cov_error) / 2))
     assert loss(output, output)["style"].item() == pytest.approx(np.mean(errors), rel=1e-4)
     assert loss(style, style)["style"].item() == pytest.approx(0, abs=1e-6)
-    with pytest.raises(StylenetError, match=r"loss\.style_statistics: one of gram, mean_cov"):
+    with pytest.raises(
+        StylenetError,
+        match=r"loss\.style_statistics: one of gram, mean_covariance, sliced_wasserstein",
+    ):
         PerceptualLoss(style_statistics="histogram")
+
+
+def test_sliced_wasserstein_error_by_an_independent_computation():
+    """Each direction: the found projections sorted, against the target's at the same quantiles
+    (the target has more samples); the sum of squares relative to the target quantiles'."""
+    g = torch.Generator().manual_seed(0)
+    found, target = torch.randn(2, 5, 3, generator=g), torch.randn(1, 20, 3, generator=g) + 1
+    directions = torch.randn(3, 4, generator=g)
+    f, t, d = (x.double().numpy() for x in (found, target, directions))
+    ranks = ((np.arange(5) + 0.5) * 20 / 5).astype(int)  # 2, 6, 10, 14, 18
+    quantiles = np.sort(t[0] @ d, axis=0)[ranks]
+    expected = [
+        ((np.sort(f[b] @ d, axis=0) - quantiles) ** 2).sum() / (quantiles**2).sum() for b in (0, 1)
+    ]
+    assert sliced_wasserstein_error(found, target, directions).tolist() == pytest.approx(expected)
+
+
+def test_sliced_wasserstein_sees_what_the_gram_matrix_does_not():
+    """Mirrored activations have the same Gram matrix but another distribution; the order of the
+    positions matters to neither."""
+    target = torch.rand(1, 50, 4, generator=torch.Generator().manual_seed(0))
+    directions = random_directions(4, torch.device("cpu"))
+    shuffled = target[:, torch.randperm(50)]
+    assert sliced_wasserstein_error(shuffled, target, directions).item() == pytest.approx(0)
+    gram = target.transpose(1, 2) @ target
+    assert torch.allclose((-target).transpose(1, 2) @ -target, gram)
+    assert sliced_wasserstein_error(-target, target, directions).item() > 0.5
+
+
+def test_sliced_wasserstein_style_term():
+    """style_statistics=sliced_wasserstein: zero for the painting itself (no more positions than
+    SLICED_SAMPLES, so all compared), positive for a photo; the same value from the same random
+    state (an exact resume draws the same directions and positions)."""
+    style = load_style_image(STYLES / "the_scream.jpg", 64)
+    assert style.shape[-2] * style.shape[-1] <= SLICED_SAMPLES
+    loss = PerceptualLoss(STYLE_LAYERS, style_statistics="sliced_wasserstein")
+    loss.set_style(style)
+    assert loss(style, style)["style"].item() == pytest.approx(0, abs=1e-6)
+    photo = _photo(0, 128)  # more relu1_2 positions than SLICED_SAMPLES: a random subset
+    torch.manual_seed(1)
+    first = loss(photo, photo)["style"].item()
+    torch.manual_seed(1)
+    assert loss(photo, photo)["style"].item() == first > 0.05
+    assert loss(photo, photo)["style"].item() != first  # new directions and positions
+
+
+def test_random_positions_draws_a_subset():
+    samples = torch.arange(2 * 10 * 3).view(2, 10, 3)
+    subset = random_positions(samples, 4)
+    assert subset.shape == (2, 4, 3)
+    rows = {tuple(r) for r in samples[0].tolist()}
+    assert {tuple(r) for r in subset[0].tolist()} <= rows and len(
+        set(map(tuple, subset[0].tolist()))
+    ) == 4
+    assert random_positions(samples, 10) is samples
