@@ -123,7 +123,7 @@ def test_models_of_the_same_file_name_get_their_own_columns():
 
 
 def test_a_missing_vgg_file_is_one_line(tmp_path, monkeypatch, capsys):
-    """The loss is built by Hydra, which wraps the loss's own error: still one line, no traceback."""
+    """Hydra builds the loss and wraps its error: still one line, no traceback."""
     onnx = exported_model(tmp_path)
     args = [onnx, "--photos", PHOTOS[0].parent, "--count", "1", "--gatys-count", "0"]
     args += ["--vgg-weights", tmp_path / "absent.pth"]
