@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from io import BytesIO
 from pathlib import Path
 
@@ -28,10 +28,10 @@ from PIL import Image
 from helpers import PHOTOS, bomb_png
 from stylenet.runtime.cli import main
 from stylenet.runtime.images import load_image
-from stylenet.runtime.serve import Limits, Service, build_server, listen
+from stylenet.runtime.serve import Limits, Service
 from stylenet.runtime.serve import service as service_module
 from stylenet.runtime.serve.app import PAGE_FILES, STATIC
-from stylenet.runtime.serve.server import address
+from stylenet.runtime.serve.server import in_background
 from stylenet.runtime.styles import DEFAULT_STYLE
 from stylenet.runtime.stylizer import Stylizer
 
@@ -63,7 +63,7 @@ def serving(bundled: Path):
 
         def make(**limits: float) -> httpx.Client:
             service = Service.load(limits=Limits(**limits), threads=1)
-            url = stack.enter_context(live(service))
+            url = stack.enter_context(in_background(service))
             return stack.enter_context(httpx.Client(base_url=url, timeout=60))
 
         yield make
@@ -72,24 +72,6 @@ def serving(bundled: Path):
 @pytest.fixture
 def client(serving) -> httpx.Client:
     return serving()
-
-
-@contextmanager
-def live(service: Service) -> Iterator[str]:
-    """`service` on a real uvicorn on a free loopback port, in a thread: its address."""
-    sock = listen("127.0.0.1", 0)
-    server = build_server(service)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "the server did not start"
-    try:
-        yield address(sock)
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def jpeg(size: tuple[int, int] = (96, 64), photo: Path = PHOTOS[0]) -> bytes:
@@ -328,7 +310,7 @@ def test_a_busy_server_answers_503_and_finishes_what_it_accepted(
 
     monkeypatch.setattr(service_module, "stylize_upload", held)
     service = Service.load(limits=Limits(workers=1, queue=1), threads=1)
-    with live(service) as url, httpx.Client(base_url=url, timeout=60) as http:
+    with in_background(service) as url, httpx.Client(base_url=url, timeout=60) as http:
         try:
             with ThreadPoolExecutor(2) as pool:
                 accepted = [pool.submit(stylize, http) for _ in range(2)]
@@ -350,7 +332,7 @@ def test_a_busy_server_answers_503_and_finishes_what_it_accepted(
 
 def test_a_slow_upload_times_out(bundled: Path):
     service = Service.load(limits=Limits(timeout=1), threads=1)
-    with live(service) as url, httpx.Client(base_url=url) as http:
+    with in_background(service) as url, httpx.Client(base_url=url) as http:
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
             conn.sendall(
@@ -456,7 +438,7 @@ def test_the_page_in_a_real_browser(bundled: Path, tmp_path: Path):
 
     service = Service.load(threads=1)
     problems: list[str] = []
-    with live(service) as url, sync_playwright() as playwright:
+    with in_background(service) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
             tmp_path / "profile",
             executable_path=chromium,

@@ -3,7 +3,9 @@ line and `--port 0` can print the port it got."""
 
 import contextlib
 import socket
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -46,3 +48,23 @@ def run(service: Service, sock: socket.socket, echo: Callable[[str], None] = pri
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl+C after shutting down
         build_server(service).run(sockets=[sock])
     echo("stopped")
+
+
+@contextlib.contextmanager
+def in_background(service: Service) -> Iterator[str]:
+    """`service` on uvicorn on a free loopback port, in a thread, for as long as the block runs:
+    its address (the tests and docs/screenshot.py drive it)."""
+    sock = listen("127.0.0.1", 0)
+    server = build_server(service)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        raise RuntimeError("the server did not start")
+    try:
+        yield address(sock)
+    finally:
+        server.should_exit = True
+        thread.join(30)
