@@ -369,10 +369,11 @@ def report(args: argparse.Namespace) -> None:
         model.name = label
         judge = Judge.of(model, args.style, args.style_size, args.vgg_weights)
         loss, scorer = judge.loss, judge.scorer
+        weights = loss.style_weights
         print(
             f"## {model.name}: style {judge.style_file.name} at {args.style_size} px (loss: "
-            f"{judge.style_size} px); loss from "
-            f"{judge.source}: style_weight {loss.style_weights}, content_weight "
+            f"{judge.style_size} px); loss from {judge.source}: {loss.style_statistics}, "
+            f"style_weight {weights[0] if len(weights) == 1 else weights}, content_weight "
             f"{loss.content_weight} ({', '.join(loss.content_layers)}), "
             f"tv_weight {loss.tv_weight}\n"
         )

@@ -93,6 +93,7 @@ def test_benchmark_end_to_end(tmp_path, monkeypatch, capsys):
     benchmark.main()
     out = capsys.readouterr().out
     assert f"photos: 2 of {PHOTOS[0].parent}, longer side at most 64 px: " in out
+    assert out.count(": gram, style_weight 10.0, content_weight 1.0 (relu3_3)") == 2
     assert "Gatys (L-BFGS) on 1 of them, longer side at most 48 px" in out
     rows = [line.split("|")[1:-1] for line in out.splitlines() if " px | " in line]
     assert [row[1].strip() for row in rows] == 2 * [
