@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
-from test_serve import jpeg, live
+from test_serve import jpeg
 from test_video import stylenet
 
 from benchmarks.video import pan, write_clip
@@ -18,6 +18,7 @@ from helpers import PHOTOS, compose_train, make_checkpoint, run_export
 from stylenet.errors import StylenetError
 from stylenet.runtime.images import load_image
 from stylenet.runtime.quantize import quantize_model
+from stylenet.runtime.serve.server import in_background
 from stylenet.runtime.serve.service import Service
 from stylenet.runtime.stylizer import Stylizer
 from stylenet.training.export import Checkpoint, load_checkpoint
@@ -210,7 +211,7 @@ def test_the_server_offers_each_style_of_a_model(two_styles, tmp_path):
     (folder / "two.onnx").write_bytes(two_styles.read_bytes())
     service = Service.load(models=folder, threads=1)
     try:
-        with live(service) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with in_background(service) as url, httpx.Client(base_url=url, timeout=60) as client:
             styles = {s["name"]: s for s in client.get("/api/styles").json()["styles"]}
             assert styles["two:wave"]["painting"] == "The Great Wave off Kanagawa"
             assert styles["two:starry_night"]["artist"] == "Vincent van Gogh"
