@@ -146,6 +146,13 @@ class VGGFeatures(nn.Module):
         return out
 
 
+def positions(features: torch.Tensor) -> torch.Tensor:
+    """The (B, C, H, W) activations as (B, H*W, C) samples, one C-vector per position: a view of
+    channels_last activations, no copy."""
+    b, c, h, w = features.shape
+    return features.permute(0, 2, 3, 1).reshape(b, h * w, c)
+
+
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix (B, C, C) normalised by C*H*W, computed in fp32 even under autocast.
 
@@ -155,7 +162,7 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     b, c, h, w = features.shape
     with torch.autocast(device_type=features.device.type, enabled=False):
         if features.is_contiguous(memory_format=torch.channels_last):
-            f = features.float().permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view: no copy
+            f = positions(features.float())
             gram = torch.bmm(f.transpose(1, 2), f)
         else:
             f = features.float().reshape(b, c, h * w)
@@ -171,12 +178,6 @@ def mean_and_covariance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         features = features.float()
         mean = features.mean((2, 3), keepdim=True)
         return mean.flatten(1), gram_matrix(features - mean)
-
-
-def positions(features: torch.Tensor) -> torch.Tensor:
-    """The activations as (B, H*W, C) fp32 samples: one C-vector per position."""
-    b, c, h, w = features.shape
-    return features.float().permute(0, 2, 3, 1).reshape(b, h * w, c)
 
 
 def sliced_wasserstein_error(
