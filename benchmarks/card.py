@@ -39,6 +39,7 @@ from quality import (  # benchmarks/quality.py, beside this script
 from stylenet.errors import StylenetError
 from stylenet.runtime.images import write_atomically
 from stylenet.runtime.stylizer import Stylizer
+from stylenet.training.app import one_line_errors
 from stylenet.training.callbacks import cpu_name
 from stylenet.training.optimize import load_photo
 
@@ -110,10 +111,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="their longer side, max (512)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per network (7)")
     args = parser.parse_args()
-    try:
+    with one_line_errors():
         card(args)
-    except StylenetError as e:
-        parser.exit(1, f"error: {e}\n")
 
 
 def card(args: argparse.Namespace) -> None:

@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw
 from stylenet.errors import StylenetError
 from stylenet.runtime.images import find_images, save_image
 from stylenet.runtime.stylizer import Stylizer
-from stylenet.training.app import user_error
+from stylenet.training.app import one_line_errors
 from stylenet.training.data import load_style_image
 from stylenet.training.export import Clamped, load_checkpoint
 from stylenet.training.loss import PerceptualLoss
@@ -339,13 +339,8 @@ def main() -> None:
     parser.add_argument("--vgg-weights", help="VGG16 weights (default: $STYLENET_VGG_WEIGHTS)")
     parser.add_argument("--grid", type=Path, help="write a photos x models contact sheet here")
     args = parser.parse_args()
-    try:
+    with one_line_errors():
         report(args)
-    except Exception as e:  # a mistake in the input is one line, even wrapped by Hydra
-        message = user_error(e)
-        if message is None:
-            raise
-        parser.exit(1, f"error: {message}\n")
 
 
 def report(args: argparse.Namespace) -> None:

@@ -123,7 +123,7 @@ def test_models_of_the_same_file_name_get_their_own_columns():
     ]
 
 
-def test_a_missing_vgg_file_is_one_line(tmp_path, monkeypatch, capsys):
+def test_a_missing_vgg_file_is_one_line(tmp_path, monkeypatch):
     """Hydra builds the loss and wraps its error: still one line, no traceback."""
     onnx = exported_model(tmp_path)
     args = [onnx, "--photos", PHOTOS[0].parent, "--count", "1", "--gatys-count", "0"]
@@ -131,6 +131,5 @@ def test_a_missing_vgg_file_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["quality.py", *map(str, args)])
     with pytest.raises(SystemExit) as exit_info:
         benchmark.main()
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: VGG16 weights file not found:") and err.count("\n") == 1
+    message = exit_info.value.code  # printed on stderr, and the exit status 1
+    assert message.startswith("error: VGG16 weights file not found:") and "\n" not in message

@@ -2,6 +2,7 @@
 config values against the constructors they are for, and one-line errors for user mistakes
 instead of Hydra's tracebacks."""
 
+import contextlib
 import difflib
 import inspect
 import os
@@ -121,6 +122,18 @@ def user_error(e: BaseException | None) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Exit with `error: ...` on stderr (status 1) for a user's mistake (`user_error`), however
+    Hydra wrapped it; a real bug keeps its traceback."""
+    try:
+        yield
+    except Exception as e:
+        if (message := user_error(e)) is None:
+            raise
+        sys.exit(f"error: {message}")
+
+
 # What a value given on the command line can be, in words, by annotation.
 KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
@@ -229,12 +242,8 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], None]], Call
     def decorate(task: Callable[[DictConfig], None]) -> Callable[[], None]:
         @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
         def run(cfg: DictConfig) -> None:
-            try:
+            with one_line_errors():
                 task(cfg)
-            except Exception as e:
-                if (message := user_error(e)) is None:
-                    raise
-                sys.exit(f"error: {message}")
 
         def main() -> None:
             sys.argv[1:] = [expand_home(arg) for arg in sys.argv[1:]]
@@ -243,12 +252,8 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], None]], Call
             # Hydra prints errors of its own (an unknown key, a Hydra callback's check) in several
             # lines unless HYDRA_FULL_ERROR=1, which hands them to this handler instead.
             os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-            try:
+            with one_line_errors():
                 run()
-            except Exception as e:
-                if (message := user_error(e)) is None:
-                    raise
-                sys.exit(f"error: {message}")
 
         return main
 

@@ -5,7 +5,6 @@ The configuration lives in stylenet/configs/ (train.yaml composes the groups); R
 
 import hashlib
 import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from stylenet.errors import StylenetError
-from stylenet.training.app import check_settings, choices, hydra_app, user_error
+from stylenet.training.app import check_settings, choices, hydra_app, one_line_errors
 from stylenet.training.paths import CONFIG_DIR
 from stylenet.training.warm_start import (
     TRAINABLE,
@@ -161,12 +160,9 @@ class CheckInputs(Callback):
     exceptions into warnings and goes on."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
+        # A bug is re-raised: Hydra warns, and train() meets it again with its traceback.
+        with one_line_errors():
             check_inputs(config)
-        except Exception as e:
-            if (message := user_error(e)) is None:
-                raise  # a bug: Hydra warns, and train() meets it again with its traceback
-            sys.exit(f"error: {message}")
 
 
 def style_configs(cfg: DictConfig) -> list[DictConfig]:
